@@ -1,0 +1,46 @@
+# genedml: set-up, demo and tests. Everything runs in .venv; nothing is downloaded but registry packages.
+#   make demo   create .venv, install pinned dependencies, run the pipeline on the built-in demo
+#   make test   the same install, then the whole test suite
+# GPU machines: PyPI's torch 2.13.0 wheel for Linux is a CUDA build, so the same pins give a GPU install.
+# For another CUDA build, point pip at PyTorch's index, e.g.
+#   make demo PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cu126"
+PYTHON ?= python3.11
+VENV ?= .venv
+LOCK ?= envs/requirements.lock
+PIP_EXTRA ?=
+CORES ?= all
+SNAKEMAKE_ARGS ?=
+PYTEST_ARGS ?=
+
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.genedml-installed
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install demo test lint dry-run clean-demo help
+
+help:
+	@sed -n '1,8p' Makefile
+
+$(STAMP): pyproject.toml $(LOCK)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24" -c $(LOCK)
+	$(BIN)/python -m pip install --quiet -c $(LOCK) $(PIP_EXTRA) -e '.[dev]'
+	$(BIN)/python -c "import genedml.compat as c; c.import_timm(); import openslide, zarr, snakemake; print('genedml environment ready')"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+	@echo
+	@echo "Report: $(abspath results/report.md)"
+	@test ! -f results/report/index.html || echo "HTML report: $(abspath results/report/index.html)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+
+lint: $(STAMP)
+	$(BIN)/snakemake --lint
+
+dry-run: $(STAMP)
+	$(BIN)/snakemake -n

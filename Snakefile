@@ -1,0 +1,29 @@
+# genedml: spatial gene expression from H&E whole-slide images.
+# Stages: demo data -> tile -> embed (GPU, once) -> genes/targets -> folds -> train heads -> evaluate -> report.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/tile.smk"
+include: "workflow/rules/embed.smk"
+include: "workflow/rules/targets.smk"
+include: "workflow/rules/folds.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        "results/metrics/summary.tsv",
+        "results/report.md",
+        expand("results/predictions/{head}/{sample}.h5ad", head=HEADS, sample=SAMPLES),

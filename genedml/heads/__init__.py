@@ -1,0 +1,17 @@
+"""Prediction heads, selected by ``type`` in a head's config section."""
+
+from __future__ import annotations
+
+from .base import Head, Section
+from .ridge import RidgeHead
+
+HEADS: dict[str, type[Head]] = {"ridge": RidgeHead}
+
+
+def head_class(kind: str) -> type[Head]:
+    if kind not in HEADS:
+        raise ValueError(f"unknown head type {kind!r}; available: {', '.join(sorted(HEADS))}")
+    return HEADS[kind]
+
+
+__all__ = ["HEADS", "Head", "Section", "head_class"]

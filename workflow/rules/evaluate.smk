@@ -1,0 +1,52 @@
+rule evaluate:
+    """Per-section, per-fold and per-gene metrics of one head; per-section predictions for scanpy."""
+    input:
+        predictions=expand("results/heads/{{head}}/fold{fold}/predictions.h5ad", fold=FOLDS),
+    output:
+        summary="results/metrics/{head}/summary.tsv",
+        per_section="results/metrics/{head}/per_section.tsv",
+        per_fold="results/metrics/{head}/per_fold.tsv",
+        per_gene="results/metrics/{head}/per_gene.tsv",
+        gene_sets="results/metrics/{head}/gene_sets.json",
+        exports=expand("results/predictions/{{head}}/{sample}.h5ad", sample=SAMPLES),
+    params:
+        n_top=config.get("report", {}).get("pcc_h_genes", 50),
+        recipe=config["targets"].get("recipe", "reference"),
+        out_dir=lambda wildcards, output: os.path.dirname(output.summary),
+        export_dir=lambda wildcards, output: os.path.dirname(output.exports[0]),
+    log:
+        "results/logs/evaluate/{head}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{head}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../../envs/genedml.yaml"
+    shell:
+        "genedml evaluate --head {wildcards.head} --predictions {input.predictions} "
+        "--out-dir {params.out_dir} --export-dir {params.export_dir} --n-top {params.n_top} "
+        "--recipe {params.recipe} > {log} 2>&1"
+
+
+rule summarize:
+    """One table of every head's metrics: head, metric, mean, std, n_folds."""
+    input:
+        summaries=expand("results/metrics/{head}/summary.tsv", head=HEADS),
+    output:
+        summary=report(
+            "results/metrics/summary.tsv",
+            caption="../report/summary.rst",
+            category="Metrics",
+        ),
+    log:
+        "results/logs/summarize.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/genedml.yaml"
+    shell:
+        "genedml summarize --summaries {input.summaries} --out {output.summary} > {log} 2>&1"

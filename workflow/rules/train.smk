@@ -1,0 +1,28 @@
+rule train:
+    """Fit one head on one fold's training sections; predict its held-out sections."""
+    input:
+        folds="results/folds/folds.tsv",
+        features=fold_inputs("features"),
+        targets=fold_inputs("targets"),
+    output:
+        predictions="results/heads/{head}/fold{fold}/predictions.h5ad",
+        facts="results/heads/{head}/fold{fold}/fold.json",
+    params:
+        head=head_params,
+        features=sample_path_pairs("features"),
+        targets=sample_path_pairs("targets"),
+        out_dir=lambda wildcards, output: os.path.dirname(output.predictions),
+    log:
+        "results/logs/train/{head}/fold{fold}.log",
+    benchmark:
+        "results/benchmarks/train/{head}/fold{fold}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        "../../envs/genedml.yaml"
+    shell:
+        "genedml train --head {wildcards.head} --params {params.head:q} --folds {input.folds} "
+        "--fold {wildcards.fold} --features {params.features} --targets {params.targets} "
+        "--out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
