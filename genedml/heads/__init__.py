@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from .base import Head, Section
 from .ridge import RidgeHead
+from .stnet import STNetHead
 
-HEADS: dict[str, type[Head]] = {"ridge": RidgeHead}
+HEADS: dict[str, type[Head]] = {"ridge": RidgeHead, "stnet": STNetHead}
 
 
 def head_class(kind: str) -> type[Head]:

@@ -37,8 +37,12 @@ class Head:
         self.params = dict(params)
         self.seed = int(seed)
 
-    def fit(self, train: list[Section], val: list[Section]) -> dict:
-        """Train; return facts for the log (chosen hyper-parameters, validation scores, timings)."""
+    def fit(self, train: list[Section], val: list[Section], test: list[Section] | None = None) -> dict:
+        """Train; return facts for the log (chosen hyper-parameters, validation scores, timings).
+
+        ``test`` is passed only when the head's config asks for the reference protocol
+        (``selection: test_fold``); honest heads never look at it.
+        """
         raise NotImplementedError
 
     def predict(self, section: Section) -> np.ndarray:

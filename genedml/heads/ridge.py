@@ -40,7 +40,7 @@ class RidgeHead(Head):
         y = np.concatenate([s.targets for s in sections])
         return x, y
 
-    def fit(self, train: list[Section], val: list[Section]) -> dict:
+    def fit(self, train: list[Section], val: list[Section], test: list[Section] | None = None) -> dict:
         alphas = [float(a) for a in self.params.get("alphas", [1.0])]
         x, y = self._xy(train)
         scores = {}
