@@ -1,6 +1,7 @@
 # genedml: set-up, demo and tests. Everything runs in .venv; nothing is downloaded but registry packages.
 #   make demo   create .venv, install pinned dependencies, run the pipeline on the built-in demo
 #   make test   the same install, then the whole test suite
+#   make test-slurm   the pipeline through a real one-node SLURM (root; apt-get installs slurm-wlm, munge)
 # GPU machines: PyPI's torch 2.13.0 wheel for Linux is a CUDA build, so the same pins give a GPU install.
 # For another CUDA build, point pip at PyTorch's index, e.g.
 #   make demo PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cu126"
@@ -16,7 +17,7 @@ BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.genedml-installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install demo test lint dry-run clean-demo help
+.PHONY: install demo test test-slurm lint dry-run clean-demo help
 
 help:
 	@sed -n '1,8p' Makefile
@@ -38,6 +39,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+
+# Separate from `make test` because it installs system packages and starts daemons (stopped at the end).
+test-slurm: $(STAMP)
+	GENEDML_TEST_SLURM=1 $(BIN)/python -m pytest -q -rs $(PYTEST_ARGS) tests/test_slurm.py
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

@@ -13,17 +13,23 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
+include: "workflow/rules/import.smk"
 include: "workflow/rules/tile.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/targets.smk"
+include: "workflow/rules/gene_semantics.smk"
 include: "workflow/rules/folds.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/predict.smk"
 
 
 rule all:
     input:
         "results/metrics/summary.tsv",
         "results/report.md",
+        "results/report",
         expand("results/predictions/{head}/{sample}.h5ad", head=HEADS, sample=SAMPLES),
+        # sections without counts, when config `predict` lists some
+        expand("results/predict/{head}/{sample}.h5ad", head=PREDICT_HEADS, sample=PREDICT_SAMPLES),

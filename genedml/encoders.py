@@ -41,6 +41,22 @@ class Encoder:
     weights_sha256: str = RANDOM_INIT
     weights_path: str | None = None
     info: dict = field(default_factory=dict)
+    cache_local_tokens: bool = False  # also store every output token of the local crop (ViT: 197 x D)
+
+    def identity(self) -> dict:
+        """What makes this encoder's outputs what they are (for cache fingerprints): the config that built
+        it, or else a hash of its parameters."""
+        ident = {"name": self.name, "weights_sha256": self.weights_sha256, "embed_dim": self.embed_dim,
+                 "mean": list(self.mean), "std": list(self.std), "precision": self.precision}
+        if "config" in self.info:
+            ident["config"] = self.info["config"]
+        else:
+            digest = hashlib.sha256()
+            for key, value in self.model.state_dict().items():
+                digest.update(key.encode())
+                digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+            ident["parameters_sha256"] = digest.hexdigest()
+        return ident
 
 
 def sha256_file(path: str | os.PathLike, block: int = 1 << 22) -> str:
@@ -139,6 +155,9 @@ def build_timm(name: str, weights=None, expected_sha256=None, allow_random_init=
 
 REGISTRY: dict[str, Callable[..., Encoder]] = {"uni": build_uni}
 
+# encoder settings that change how fast features are made, never what they are
+RUNTIME_KNOBS = ("batch_size", "num_workers", "device")
+
 
 def register(name: str):
     def deco(fn):
@@ -169,5 +188,7 @@ def build_encoder(cfg: dict) -> Encoder:
     enc = builder(**kwargs) if builder else build_timm(cfg.get("timm_name", name), **kwargs)
     enc.name = name
     enc.precision = cfg.get("precision", "auto")
+    enc.cache_local_tokens = bool(cfg.get("cache_local_tokens", False))
+    enc.info["config"] = {k: v for k, v in cfg.items() if k not in RUNTIME_KNOBS}
     log.info("encoder %s: %d-d, weights %s", name, enc.embed_dim, enc.weights_sha256)
     return enc

@@ -14,7 +14,11 @@ log = logging.getLogger(__name__)
 
 
 def read_gene_list(path: str | Path) -> list[str]:
-    path = Path(path)
+    """Symbols of a gene list file (one per line, ``#`` comments); ``genedml:her2st_250`` etc. name the
+    lists shipped with genedml (see ``genedml.datasets.gene_list_path``)."""
+    from .datasets import gene_list_path
+
+    path = gene_list_path(path)
     if not path.exists():
         raise InputError("gene list file not found", None, path)
     genes = [g.strip() for g in path.read_text().splitlines() if g.strip() and not g.startswith("#")]

@@ -1,13 +1,20 @@
-"""The field's metrics, computed exactly as the papers describe them.
+"""The field's metrics, computed exactly as the papers describe them (METHOD.md §5).
 
-Per test section: per-gene Pearson r across that section's spots (NaN for a gene that is constant in
-truth or prediction, or when the section has fewer than two spots), MSE and MAE over all spots and
-genes. A fold's value is the NaN-aware mean over its sections; the reported value is the mean ± std over
-folds (std with ddof=0, as numpy's default, which the reference code uses).
-PCC(A): mean over all genes. PCC(H): mean over the top-N "highly predictive" genes, chosen by ranking
-genes by PCC within each fold, averaging the ranks over folds, and keeping the N best (ties broken by
-gene order, so the choice is deterministic). HEG / HVG (DKAN): mean PCC over the N genes with the highest
-mean / variance of the true expression over all test spots.
+Every number starts per held-out test section:
+- per-gene Pearson r across that section's spots (NaN for a gene that is constant in truth or prediction,
+  and for every gene when the section has fewer than two spots);
+- PCC(A): NaN-aware mean of the per-gene r over all genes;
+- PCC(H): NaN-aware mean over the top-N "highly predictive" genes. The genes are chosen once per head
+  as TRIPLEX's code does: rank genes by their PCC in each fold (a fold's per-gene PCC is the mean over
+  its sections), average the ranks over folds, keep the N best. Rank 1 = highest PCC; NaN ranks last;
+  ties share the average rank; genes with equal mean rank keep the gene-list order, so the choice is
+  deterministic. PCCs are compared at 12 decimals, so that rounding noise (an affine copy of a gene, the
+  order in which sections are averaged) cannot reorder genes;
+- HEG / HVG (BLEEP's code, which DKAN follows): mean r over the N genes with the highest mean / variance
+  of the TRUE expression of the evaluated section itself (ties keep the gene-list order);
+- MSE and MAE over all spots and genes of the section.
+A fold's value is the NaN-aware mean over its sections; the reported value is the mean ± std over folds
+(std with ddof=0, numpy's default, as the reference code).
 """
 
 from __future__ import annotations
@@ -17,6 +24,9 @@ import warnings
 import numpy as np
 import pandas as pd
 
+SECTION_METRICS = ("PCC_A", "PCC_H", "HEG", "HVG", "MSE", "MAE")
+RANK_DECIMALS = 12  # PCCs equal to 12 decimals tie when genes are ranked
+
 
 def pearson_per_gene(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     """(G,) Pearson r between columns; NaN where either column is constant or there are < 2 spots."""
@@ -24,6 +34,8 @@ def pearson_per_gene(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     y_pred = np.asarray(y_pred, dtype=np.float64)
     if y_true.shape != y_pred.shape:
         raise ValueError(f"shape mismatch: truth {y_true.shape} vs prediction {y_pred.shape}")
+    if y_true.ndim != 2:
+        raise ValueError(f"expected a (spots, genes) matrix, got shape {y_true.shape}")
     if y_true.shape[0] < 2:
         return np.full(y_true.shape[1], np.nan)
     a = y_true - y_true.mean(0)
@@ -40,24 +52,44 @@ def pearson_per_gene(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
 
 
 def nanmean(x) -> float:
+    """Mean ignoring NaN; NaN (not a warning) when nothing is left."""
     x = np.asarray(x, dtype=np.float64)
     if x.size == 0 or np.all(np.isnan(x)):
         return float("nan")
     return float(np.nanmean(x))
 
 
-def section_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
-    """Per-gene PCC plus MSE / MAE over all entries for one section."""
+def top_by_value(values, n: int) -> np.ndarray:
+    """Indices of the n largest values, largest first; NaN last; ties keep the input order."""
+    v = np.asarray(values, dtype=np.float64)
+    key = np.where(np.isnan(v), np.inf, -v)
+    return np.argsort(key, kind="stable")[: min(n, v.size)]
+
+
+def section_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_top: int = 50, hpg_idx=None) -> dict:
+    """All metrics of one held-out section.
+
+    ``hpg_idx``: column indices of the highly predictive genes (chosen across folds); without it
+    PCC_H is NaN. HEG / HVG are chosen from this section's own truth.
+    """
     y_true = np.asarray(y_true, dtype=np.float64)
     y_pred = np.asarray(y_pred, dtype=np.float64)
     pcc = pearson_per_gene(y_true, y_pred)
     err = y_pred - y_true
+    heg = top_by_value(y_true.mean(0), n_top)
+    # population variance (ddof=0), as np.var in BLEEP's evaluation
+    hvg = top_by_value(y_true.var(0), n_top)
     return {
         "pcc_per_gene": pcc,
         "PCC_A": nanmean(pcc),
+        "PCC_H": nanmean(pcc[np.asarray(hpg_idx, dtype=int)]) if hpg_idx is not None else float("nan"),
+        "HEG": nanmean(pcc[heg]),
+        "HVG": nanmean(pcc[hvg]),
         "MSE": float(np.mean(err**2)),
         "MAE": float(np.mean(np.abs(err))),
         "n_spots": int(y_true.shape[0]),
+        "heg_idx": heg,
+        "hvg_idx": hvg,
     }
 
 
@@ -70,85 +102,100 @@ def rank_genes(fold_gene_pcc: pd.DataFrame) -> pd.Series:
 
     ranks = []
     for col in fold_gene_pcc.columns:
-        v = fold_gene_pcc[col].to_numpy(dtype=float)
+        v = np.round(fold_gene_pcc[col].to_numpy(dtype=float), RANK_DECIMALS)
         key = np.where(np.isnan(v), np.inf, -v)  # best first, NaN last
         ranks.append(rankdata(key, method="average"))
     return pd.Series(np.mean(ranks, axis=0), index=fold_gene_pcc.index)
 
 
 def top_predictive_genes(fold_gene_pcc: pd.DataFrame, n: int = 50) -> list[str]:
-    """The n genes with the best mean rank over folds; ties keep the input gene order."""
+    """The n genes with the best mean rank over folds; equal mean ranks keep the input gene order."""
     mean_rank = rank_genes(fold_gene_pcc)
     order = np.argsort(mean_rank.to_numpy(), kind="stable")
     return [mean_rank.index[i] for i in order[: min(n, len(order))]]
 
 
-def summarise(per_fold: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+def summarise(per_fold: pd.DataFrame, metrics) -> pd.DataFrame:
     """Mean ± std over folds (ddof=0) of each metric; NaN folds ignored."""
     rows = []
     for m in metrics:
         v = per_fold[m].to_numpy(dtype=float)
         v = v[~np.isnan(v)]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            rows.append(
-                {"metric": m, "mean": float(np.mean(v)) if v.size else np.nan,
-                 "std": float(np.std(v)) if v.size else np.nan, "n_folds": int(v.size)}
-            )
+        rows.append({"metric": m, "mean": float(np.mean(v)) if v.size else np.nan,
+                     "std": float(np.std(v)) if v.size else np.nan, "n_folds": int(v.size)})
     return pd.DataFrame(rows)
+
+
+def _fold_mean(stack: list[np.ndarray]) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN genes stay NaN
+        return np.nanmean(np.stack(stack), axis=0)
 
 
 def evaluate_sections(sections: list[dict], genes: list[str], n_top: int = 50) -> dict:
     """Aggregate per-section results into the tables the report needs.
 
     ``sections``: dicts with ``sample``, ``fold``, ``truth`` (N, G) and ``prediction`` (N, G).
-    Returns per_section, per_fold, per_gene (genes x folds PCC plus mean rank) and summary DataFrames,
-    and the PCC(H), HEG and HVG gene lists.
+    Returns DataFrames ``per_section`` (one row per section, every metric), ``per_fold``, ``summary``,
+    ``per_gene`` (per-fold PCC, mean PCC, mean rank, PCC(H) membership, pooled mean / variance, how
+    often the gene was a section's HEG / HVG) and ``per_gene_section`` (PCC of every gene in every
+    section), plus the gene sets: ``pcc_h_genes`` (list) and ``heg_genes`` / ``hvg_genes`` (per section).
     """
-    sec_rows, gene_cols = [], {}
+    if not sections:
+        raise ValueError("no sections to evaluate")
+    genes = list(genes)
     for s in sections:
-        m = section_metrics(s["truth"], s["prediction"])
-        sec_rows.append({"fold": s["fold"], "sample": s["sample"], "n_spots": m["n_spots"],
-                         "PCC_A": m["PCC_A"], "MSE": m["MSE"], "MAE": m["MAE"]})
-        gene_cols[(s["fold"], s["sample"])] = m["pcc_per_gene"]
-    per_section = pd.DataFrame(sec_rows)
-    folds = sorted(per_section["fold"].unique())
-    # fold-level per-gene PCC = NaN-aware mean over the fold's sections
-    fold_gene = {}
-    for f in folds:
-        stack = np.stack([v for (ff, _), v in gene_cols.items() if ff == f])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            fold_gene[f] = np.nanmean(stack, axis=0)
-    fold_gene = pd.DataFrame(fold_gene, index=pd.Index(genes, name="gene"))
-    fold_gene.columns = [f"fold{f}" for f in folds]
+        if np.shape(s["truth"])[1] != len(genes):
+            raise ValueError(f"section {s['sample']}: {np.shape(s['truth'])[1]} genes, expected {len(genes)}")
+    # a fixed section order (fold, sample) makes every mean independent of the order sections arrive in
+    sections = sorted(sections, key=lambda s: (int(s["fold"]), str(s["sample"])))
+    results = [section_metrics(s["truth"], s["prediction"], n_top=n_top) for s in sections]
+    folds = sorted({int(s["fold"]) for s in sections})
+
+    # per-fold per-gene PCC = NaN-aware mean over the fold's sections; PCC(H) genes from their ranks
+    fold_gene = pd.DataFrame(
+        {f"fold{f}": _fold_mean([r["pcc_per_gene"] for s, r in zip(sections, results) if int(s["fold"]) == f])
+         for f in folds},
+        index=pd.Index(genes, name="gene"),
+    )
     hpg = top_predictive_genes(fold_gene, n_top)
-    truth_all = np.concatenate([s["truth"] for s in sections])
-    mean_expr = pd.Series(truth_all.mean(0), index=genes)
-    var_expr = pd.Series(truth_all.var(0), index=genes)
-    heg = mean_expr.sort_values(ascending=False, kind="mergesort").index[:n_top].tolist()
-    hvg = var_expr.sort_values(ascending=False, kind="mergesort").index[:n_top].tolist()
+    hpg_idx = np.array([genes.index(g) for g in hpg], dtype=int)
+
+    sec_rows = []
+    for s, r in zip(sections, results):
+        r["PCC_H"] = nanmean(r["pcc_per_gene"][hpg_idx])
+        sec_rows.append({"fold": int(s["fold"]), "sample": s["sample"], "n_spots": r["n_spots"],
+                         **{m: r[m] for m in SECTION_METRICS}})
+    per_section = pd.DataFrame(sec_rows)
 
     fold_rows = []
-    for f, col in zip(folds, fold_gene.columns):
+    for f in folds:
         sec = per_section[per_section["fold"] == f]
-        fold_rows.append({
-            "fold": f,
-            "n_sections": len(sec),
-            "PCC_A": nanmean(sec["PCC_A"]),
-            "PCC_H": nanmean(fold_gene.loc[hpg, col]),
-            "HEG": nanmean(fold_gene.loc[heg, col]),
-            "HVG": nanmean(fold_gene.loc[hvg, col]),
-            "MSE": nanmean(sec["MSE"]),
-            "MAE": nanmean(sec["MAE"]),
-        })
+        fold_rows.append({"fold": f, "n_sections": len(sec), **{m: nanmean(sec[m]) for m in SECTION_METRICS}})
     per_fold = pd.DataFrame(fold_rows)
-    summary = summarise(per_fold, ["PCC_A", "PCC_H", "HEG", "HVG", "MSE", "MAE"])
+    summary = summarise(per_fold, SECTION_METRICS)
+
+    truth_all = np.concatenate([np.asarray(s["truth"], dtype=np.float64) for s in sections])
     per_gene = fold_gene.copy()
-    per_gene["mean_pcc"] = fold_gene.mean(1, skipna=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        per_gene["mean_pcc"] = np.nanmean(fold_gene.to_numpy(), axis=1) if len(folds) else np.nan
     per_gene["mean_rank"] = rank_genes(fold_gene)
     per_gene["in_PCC_H"] = per_gene.index.isin(hpg)
-    per_gene["mean_expression"] = mean_expr
-    per_gene["variance"] = var_expr
-    return {"per_section": per_section, "per_fold": per_fold, "per_gene": per_gene.reset_index(),
-            "summary": summary, "pcc_h_genes": hpg, "heg_genes": heg, "hvg_genes": hvg}
+    per_gene["mean_expression"] = truth_all.mean(0)
+    per_gene["variance"] = truth_all.var(0)
+    per_gene["sections_HEG"] = np.bincount(np.concatenate([r["heg_idx"] for r in results]), minlength=len(genes))
+    per_gene["sections_HVG"] = np.bincount(np.concatenate([r["hvg_idx"] for r in results]), minlength=len(genes))
+
+    per_gene_section = pd.DataFrame({s["sample"]: r["pcc_per_gene"] for s, r in zip(sections, results)},
+                                    index=pd.Index(genes, name="gene"))
+    return {
+        "per_section": per_section,
+        "per_fold": per_fold,
+        "per_gene": per_gene.reset_index(),
+        "per_gene_section": per_gene_section.reset_index(),
+        "summary": summary,
+        "pcc_h_genes": hpg,
+        "heg_genes": {s["sample"]: [genes[i] for i in r["heg_idx"]] for s, r in zip(sections, results)},
+        "hvg_genes": {s["sample"]: [genes[i] for i in r["hvg_idx"]] for s, r in zip(sections, results)},
+    }

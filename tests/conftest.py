@@ -47,6 +47,9 @@ def tiny_config(workdir: Path, samples: list[tuple[str, str]], **overrides) -> P
     config["encoder"].update({"batch_size": 256})
     config["genes"]["n_top"] = 40
     config["report"] = {"pcc_h_genes": 20}
+    # only the cheap ridge head from config.yaml: the neural heads have their own pipeline tests
+    # (tests/test_heads_pipeline.py); pass heads=... to add some
+    config["heads"] = {"ridge": config["heads"]["ridge"]}
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):
             config[key].update(value)
@@ -83,6 +86,20 @@ def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
         if parts[0] != "total":
             jobs[parts[0]] = int(parts[1])
     return jobs
+
+
+PIPELINE_SAMPLES = [("S1", "PA"), ("S2", "PA"), ("S3", "PB"), ("S4", "PB"), ("S5", "PC"), ("S6", "PC")]
+
+
+@pytest.fixture(scope="session")
+def demo_pipeline(tmp_path_factory):
+    """One tiny demo run of the whole pipeline, shared (read-only) by test_pipeline.py and test_report.py.
+
+    Returns (workdir, configfile). Tests that change the run must work on a copy of the workdir."""
+    work = tmp_path_factory.mktemp("pipeline")
+    config = tiny_config(work, PIPELINE_SAMPLES)
+    snakemake(work, config, "--cores", "2")
+    return work, config
 
 
 @pytest.fixture

@@ -7,11 +7,14 @@ import zarr
 
 from genedml.embed import embed_sample
 from genedml.encoders import RANDOM_INIT, build_encoder, sha256_file
+from genedml.errors import InputError
 from genedml.features import load_features
 from genedml.hest import SamplePaths
 from genedml.tiling import TileSpec, tile_sample
 
 TINY_VIT = {"embed_dim": 48, "depth": 2, "num_heads": 3}
+# without UNI's layer-scale (init_values=1e-5) a random-init ViT's output depends on the tile
+VARIED_VIT = {**TINY_VIT, "init_values": None}
 
 
 def tiny_uni_weights(path):
@@ -82,19 +85,51 @@ def test_embed_writes_complete_zarr_store(geometry, tmp_path):
     assert facts["encoder_calls"] == int(geometry.neighbour_mask.sum() + (~geometry.neighbour_mask[:, 12]).sum())
 
 
-def test_interrupted_embedding_leaves_no_store(geometry, tmp_path):
-    enc = build_encoder({"name": "resnet18", "allow_random_init": True})
+def test_interrupted_embedding_leaves_nothing_that_looks_complete_and_resumes(geometry, tmp_path):
+    cfg = {"name": "uni", "allow_random_init": True, "model_kwargs": VARIED_VIT}
+    enc = build_encoder(cfg)
+    out = tmp_path / "S1.zarr"
+    small = 10_000  # 4 spots per unit of work (25 x 48 x 2 bytes a spot), so a crash falls between units
+    fresh = embed_sample(geometry, enc, tmp_path / "fresh.zarr", batch_size=50, chunk_bytes=small, progress=False)
     calls = {"n": 0}
     real_forward = enc.model.forward
 
     def failing(x):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == 4:
             raise RuntimeError("simulated crash")
         return real_forward(x)
 
     enc.model.forward = failing
-    out = tmp_path / "S1.zarr"
     with pytest.raises(RuntimeError, match="simulated"):
-        embed_sample(geometry, enc, out, batch_size=50)
-    assert list(tmp_path.iterdir()) == []
+        embed_sample(geometry, enc, out, batch_size=50, chunk_bytes=small, progress=False)
+    assert not out.exists()
+    with pytest.raises(InputError, match="not found"):
+        load_features(out)
+    partial = [p for p in tmp_path.iterdir() if p.name.startswith(".S1.partial-")]
+    assert len(partial) == 1 and not zarr.open_group(str(partial[0]), mode="r").attrs["complete"]
+    with pytest.raises(InputError, match="incomplete"):
+        load_features(partial[0])  # pointing at it by hand does not fool the loader either
+
+    enc.model.forward = real_forward
+    resumed = embed_sample(geometry, enc, out, batch_size=50, chunk_bytes=small, progress=False)
+    assert resumed["encoder_calls"] == fresh["encoder_calls"]
+    assert 0 < resumed["encoder_calls_this_run"] < fresh["encoder_calls"] - 100  # the written units were kept
+    a, b = load_features(tmp_path / "fresh.zarr"), load_features(out)
+    np.testing.assert_allclose(b.neighbour, a.neighbour, atol=2e-3, rtol=1e-2)
+    np.testing.assert_allclose(b.local, a.local, atol=2e-3, rtol=1e-2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["S1.zarr", "fresh.zarr"]
+
+
+def test_partial_store_of_other_settings_is_discarded_not_resumed(geometry, tmp_path):
+    enc = build_encoder({"name": "uni", "allow_random_init": True, "model_kwargs": VARIED_VIT})
+    real_forward = enc.model.forward
+    enc.model.forward = lambda x: (_ for _ in ()).throw(RuntimeError("simulated crash"))
+    out = tmp_path / "S1.zarr"
+    with pytest.raises(RuntimeError):
+        embed_sample(geometry, enc, out, batch_size=50, chunk_bytes=10_000, progress=False)
+    enc.model.forward = real_forward
+    other = build_encoder({"name": "uni", "allow_random_init": True, "model_kwargs": VARIED_VIT, "init_seed": 3})
+    facts = embed_sample(geometry, other, out, batch_size=50, chunk_bytes=10_000, progress=False)
+    assert facts["encoder_calls_this_run"] == facts["encoder_calls"]  # nothing reused from the other encoder
+    assert [p.name for p in tmp_path.iterdir()] == ["S1.zarr"]

@@ -11,18 +11,15 @@ import pytest
 import yaml
 import zarr
 
-from conftest import REPO, planned_jobs, snakemake, tiny_config
+from conftest import PIPELINE_SAMPLES, REPO, planned_jobs, snakemake
 
 pytestmark = pytest.mark.pipeline
-SAMPLES = [("S1", "PA"), ("S2", "PA"), ("S3", "PB"), ("S4", "PB"), ("S5", "PC"), ("S6", "PC")]
+SAMPLES = PIPELINE_SAMPLES
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("pipeline")
-    config = tiny_config(work, SAMPLES)
-    snakemake(work, config, "--cores", "2")
-    return work, config
+def run(demo_pipeline):
+    return demo_pipeline  # one run for the session (conftest), also read by test_report.py
 
 
 def test_summary_table_and_report(run):
@@ -43,7 +40,8 @@ def test_every_rule_wrote_a_log_and_a_feature_store(run):
     work, _ = run
     logs = {p.relative_to(work / "results/logs").parts[0] for p in (work / "results/logs").rglob("*.log")}
     assert logs >= {"demo_data", "tile", "embed", "targets", "select_genes.log", "folds.log", "train",
-                    "evaluate", "summarize.log", "report_markdown.log"}
+                    "evaluate", "summarize.log", "thumbnail", "figures", "figures_overview.log",
+                    "report_markdown.log"}
     store = zarr.open_group(str(work / "results/features/resnet18/S1.zarr"), mode="r")
     assert store.attrs["complete"] and store.attrs["weights_sha256"] == "random-init"
     assert store["neighbour"].shape[1:] == (25, 512)
@@ -97,7 +95,8 @@ def test_rerun_plans(run):
     head_cfg = yaml.safe_load(config.read_text())["heads"]
     head_cfg["ridge"]["alphas"] = [3.0, 30.0]
     plan = planned_jobs(snakemake(work, _override(work, config, "head", heads=head_cfg), "-n"))
-    assert set(plan) == {"train", "evaluate", "summarize", "report_markdown", "all"} and plan["train"] == 3
+    assert set(plan) == {"train", "evaluate", "summarize", "figures", "figures_overview", "report_markdown",
+                         "all"} and plan["train"] == 3
     enc = yaml.safe_load(config.read_text())["encoder"]
     plan = planned_jobs(snakemake(work, _override(work, config, "seed", encoder={**enc, "init_seed": 5}), "-n"))
     assert plan["embed"] == len(SAMPLES) and "tile" not in plan and "targets" not in plan
@@ -105,6 +104,11 @@ def test_rerun_plans(run):
     assert plan["embed"] == len(SAMPLES) and "tile" not in plan and "demo_data" not in plan
     knobs = {**enc, "batch_size": 7, "num_workers": 1, "device": "cpu"}
     assert planned_jobs(snakemake(work, _override(work, config, "knobs", encoder=knobs), "-n")) == {}
+    tiles = {**yaml.safe_load(config.read_text())["tiles"], "neighbour_mode": "grid"}
+    plan = planned_jobs(snakemake(work, _override(work, config, "grid", tiles=tiles), "-n"))
+    assert plan["tile"] == plan["embed"] == len(SAMPLES) and "targets" not in plan and "demo_data" not in plan
+    plan = planned_jobs(snakemake(work, _override(work, config, "tok", encoder={**enc, "cache_local_tokens": True}), "-n"))
+    assert plan["embed"] == len(SAMPLES) and "tile" not in plan
 
 
 def test_adding_a_sample_plans_only_its_own_preprocessing(run):

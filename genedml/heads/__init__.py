@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from .base import Head, Section
+from .bleep import BLEEPHead
+from .dkan import DKANHead
+from .genedml import GeneDMLHead
 from .ridge import RidgeHead
 from .stnet import STNetHead
+from .triplex import TriplexHead
 
 HEADS: dict[str, type[Head]] = {"ridge": RidgeHead, "stnet": STNetHead}
+HEADS.update({"dkan": DKANHead, "bleep": BLEEPHead})
+HEADS.update({"genedml": GeneDMLHead, "triplex": TriplexHead})
 
 
 def head_class(kind: str) -> type[Head]:

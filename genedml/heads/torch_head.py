@@ -1,8 +1,11 @@
 """The shared training loop of every neural head, on cached features held in memory.
 
 A fold's features are loaded once (``Section`` objects) and turned into tensors once; nothing is read
-per spot. Batches hold spots of one section, so a head that needs the section's global context (all of
-its spots and their array coordinates) gets it with every batch (``Batch.section``).
+per spot. ``batching: section`` (default) makes batches of spots of one section (``Batch.section``,
+``Batch.index``); ``batching: mixed`` draws batches across all training sections, as the reference code
+does (contrastive negatives then come from every section). Either way ``Batch.groups`` lists
+``(section, rows)`` for every section in the batch, in the order of the batch's rows, so a head that needs
+a section's global context (all of its spots and their grid coordinates) has it.
 
 Training: Adam (lr 1e-4), StepLR(step 20, gamma 0.95), fixed seeds, bf16 autocast on GPU. After each
 epoch the model is scored on the validation sections (mean per-gene Pearson r, per section, averaged);
@@ -19,7 +22,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +44,7 @@ TRAIN_DEFAULTS = {
     "device": "auto",
     "amp": True,
     "eval_batch_size": 1024,
+    "batching": "section",  # section | mixed
 }
 
 
@@ -52,41 +56,85 @@ class SectionTensors:
     local: "object"  # (N, D) float32
     neighbour: "object"  # (N, T, D) float32
     neighbour_mask: "object"  # (N, T) bool
-    coords: "object"  # (N, 2) long, array (row, col)
     targets: "object"  # (N, G) float32 or None
+    local_tokens: "object" = None  # (N, K, D) float16 token maps, when the feature store has them
+    array_coords: "object" = None  # (N, 2) numpy array (row, col) as stored
+    spatial: "object" = None  # (N, 2) numpy pixel centres
+    _coords: "object" = None
 
     @property
     def n_spots(self) -> int:
         return int(self.local.shape[0])
 
+    @property
+    def coords(self):
+        """(N, 2) long grid (row, col) on the device: the array coordinates, or a grid derived from the
+        pixel centres when those are missing (computed on first use: only heads with a global scale ask)."""
+        if self._coords is None:
+            import torch
+
+            from ..models.encoders import grid_positions
+
+            self._coords = torch.as_tensor(grid_positions(self.array_coords, self.spatial, self.sample),
+                                           dtype=torch.long, device=self.local.device)
+        return self._coords
+
 
 @dataclass
 class Batch:
-    section: SectionTensors
-    index: "object"  # (B,) long: rows of the section in this batch
+    section: "SectionTensors | None"  # the batch's section (None for a mixed batch)
+    index: "object"  # (B,) long rows of ``section`` (None for a mixed batch)
     local: "object"
     neighbour: "object"
     neighbour_mask: "object"
     targets: "object"  # (B, G) or None
+    groups: list = field(default_factory=list)  # [(SectionTensors, rows)] in the order of the batch's rows
+    local_tokens: "object" = None
+
+    @property
+    def size(self) -> int:
+        return int(self.local.shape[0])
 
 
 def section_tensors(section: Section, device) -> SectionTensors:
     import torch
 
     f = section.features
+    tokens = getattr(f, "local_tokens", None)
     return SectionTensors(
         section.sample,
         torch.as_tensor(f.local, dtype=torch.float32, device=device),
         torch.as_tensor(f.neighbour, dtype=torch.float32, device=device),
         torch.as_tensor(f.neighbour_mask, dtype=torch.bool, device=device),
-        torch.as_tensor(np.asarray(f.array_coords), dtype=torch.long, device=device),
         None if section.targets is None else torch.as_tensor(section.targets, dtype=torch.float32, device=device),
+        None if tokens is None else torch.as_tensor(np.asarray(tokens), dtype=torch.float16, device=device),
+        np.asarray(f.array_coords),
+        np.asarray(f.spatial),
     )
 
 
 def make_batch(st: SectionTensors, index) -> Batch:
     return Batch(st, index, st.local[index], st.neighbour[index], st.neighbour_mask[index],
-                 None if st.targets is None else st.targets[index])
+                 None if st.targets is None else st.targets[index], [(st, index)],
+                 None if st.local_tokens is None else st.local_tokens[index].float())
+
+
+def make_mixed_batch(parts: list) -> Batch:
+    """A batch of rows from several sections: ``parts`` = [(SectionTensors, rows)]."""
+    import torch
+
+    if len(parts) == 1:
+        return make_batch(*parts[0])
+
+    def cat(attr):
+        values = [getattr(st, attr) for st, _ in parts]
+        if any(v is None for v in values):
+            return None
+        return torch.cat([v[i] for v, (_, i) in zip(values, parts)])
+
+    tokens = cat("local_tokens")
+    return Batch(None, None, cat("local"), cat("neighbour"), cat("neighbour_mask"), cat("targets"), list(parts),
+                 None if tokens is None else tokens.float())
 
 
 def seed_everything(seed: int) -> None:
@@ -122,6 +170,9 @@ class TorchHead(Head):
     def predict_batch(self, model, batch: Batch):
         return model(batch)
 
+    def init_model(self, model, train: list[SectionTensors]) -> None:
+        """Called once after ``build_model`` with the training tensors (e.g. to set output biases)."""
+
     # --- shared machinery ---------------------------------------------------------------------
     def device(self) -> str:
         import torch
@@ -138,9 +189,24 @@ class TorchHead(Head):
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _batches(self, sections: list[SectionTensors], rng: np.random.Generator, shuffle: bool, size: int):
+    def _batches(self, sections: list[SectionTensors], rng: np.random.Generator, shuffle: bool, size: int,
+                 mixed: bool = False):
         import torch
 
+        if mixed and shuffle and len(sections) > 1:
+            # one permutation of every training spot; each batch is then split by section
+            owner = np.concatenate([np.full(st.n_spots, si) for si, st in enumerate(sections)])
+            row = np.concatenate([np.arange(st.n_spots) for st in sections])
+            order = rng.permutation(len(owner))
+            for lo in range(0, len(order), size):
+                chunk = order[lo : lo + size]
+                parts = []
+                for si in np.unique(owner[chunk]):
+                    rows = row[chunk[owner[chunk] == si]]
+                    st = sections[si]
+                    parts.append((st, torch.as_tensor(rows, device=st.local.device)))
+                yield make_mixed_batch(parts)
+            return
         plan = []
         for si, st in enumerate(sections):
             order = rng.permutation(st.n_spots) if shuffle else np.arange(st.n_spots)
@@ -191,8 +257,18 @@ class TorchHead(Head):
         else:
             raise ValueError(f"unknown selection {selection!r}: val | test_fold | last")
         self.dims = {"local_dim": int(tr[0].local.shape[1]), "neighbour_tiles": int(tr[0].neighbour.shape[1]),
-                     "n_genes": int(tr[0].targets.shape[1])}
+                     "n_genes": int(tr[0].targets.shape[1]),
+                     "local_tokens": 1 if tr[0].local_tokens is None else int(tr[0].local_tokens.shape[1])}
+        batching = p.get("batching", "section")
+        if batching not in ("section", "mixed"):
+            raise ValueError(f"unknown batching {batching!r}: section | mixed")
         self.model = self.build_model(self.dims).to(device)
+        self.init_model(self.model, tr)
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        n_params = sum(int(t.numel()) for t in self.model.parameters() if t.requires_grad)
+        log.info("%s: %d trainable parameters, %d training spots in %d sections, batching %s, device %s",
+                 self.kind, n_params, sum(st.n_spots for st in tr), len(tr), batching, device)
         opt = torch.optim.Adam(self.model.parameters(), lr=float(p["lr"]), weight_decay=float(p["weight_decay"]))
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=int(p["step_size"]), gamma=float(p["gamma"]))
         rng = np.random.default_rng(self.seed)
@@ -204,7 +280,7 @@ class TorchHead(Head):
             self.model.train()
             sums: dict[str, float] = {}
             n_batches = 0
-            for batch in self._batches(tr, rng, True, int(p["batch_size"])):
+            for batch in self._batches(tr, rng, True, int(p["batch_size"]), mixed=batching == "mixed"):
                 with self._autocast(device):
                     loss, parts = self.loss(self.model, batch, epoch)
                 opt.zero_grad(set_to_none=True)
@@ -236,7 +312,7 @@ class TorchHead(Head):
             self.model.load_state_dict(best_state)
         total = time.perf_counter() - t_start
         return {"best_epoch": best_epoch, "best_selection_pcc": best, "epochs_run": len(self.history),
-                "selection": selection, "train_spots": n_spots, "fit_s": round(total, 2),
+                "selection": selection, "train_spots": n_spots, "fit_s": round(total, 2), "n_params": n_params,
                 "s_per_epoch_per_1k_spots": round(np.mean([h["train_s"] for h in self.history]) / max(n_spots, 1) * 1000, 4),
                 "peak_gpu_mem_mb": _peak_gpu_mb(device)}
 

@@ -6,13 +6,18 @@ import re
 import pandas as pd
 from snakemake.utils import validate
 
-from genedml.folds import make_folds, read_sample_sheet
+from genedml.datasets import config_sample_sheet
+from genedml.folds import make_folds, resolve_fold_table
 from genedml.hest import SamplePaths
+from genedml.predict import predict_plan
 
 
 validate(config, schema="../schemas/config.schema.yaml")
 
-SHEET = read_sample_sheet(config["samples"])
+# The sample sheet: the TSV named by `samples`, or built from genedml's dataset registry (`dataset` plus a
+# list of samples, or every sample of the dataset in the data folder); rule sample_sheet then writes it.
+SHEET, _SHEET_TSV = config_sample_sheet(config)
+SHEET_PATH = _SHEET_TSV or "results/samples.tsv"
 for _, _row in SHEET.iterrows():
     validate(_row.to_dict(), schema="../schemas/samples.schema.yaml")
 SAMPLES = SHEET["sample"].tolist()
@@ -20,38 +25,43 @@ PATIENT = dict(zip(SHEET["sample"], SHEET["patient"]))
 ENCODER = config["encoder"]["name"]
 HEADS = list(config["heads"])
 DEMO_DIR = "results/demo/hest"
+# Sections to predict with the trained heads (config `predict`; see predict.smk): no counts needed.
+PREDICT_SAMPLES, PREDICT_HEST_DIR, PREDICT_HEADS = predict_plan(config, SAMPLES, HEADS)
 
+# legacy_st: sections are converted into the HEST layout under IMPORT_DIR (rule import_st)
+IMPORT_DIR = "results/import/hest"
 if config["data"]["source"] == "demo":
     HEST_DIR = DEMO_DIR
+elif config["data"]["source"] == "legacy_st":
+    HEST_DIR = IMPORT_DIR
 else:
     HEST_DIR = config["data"].get("hest_dir")
     if not HEST_DIR:
         raise ValueError("config data.source is 'hest' but data.hest_dir is not set")
 
 
-def _fold_table():
-    path = config["folds"].get("table")
-    if not path:
-        return None
-    table = pd.read_csv(path, sep="\t", dtype=str)
-    table["fold"] = table["fold"].astype(int)
-    return table
-
-
+# scheme 'reference' becomes the shipped fold table of the dataset (config `dataset` or the sheet's column)
+_FOLD_SCHEME, _FOLD_TABLE = resolve_fold_table(
+    config["folds"]["scheme"],
+    config["folds"].get("table"),
+    SHEET,
+    config.get("dataset"),
+    config["folds"].get("reference_set", "legacy"),
+)
 # The fold plan is computed here too (the folds rule writes the same table) so the DAG knows the folds.
 FOLD_PLAN = make_folds(
     SHEET,
-    config["folds"]["scheme"],
+    _FOLD_SCHEME,
     config["folds"].get("n_folds", 0),
     config["folds"].get("seed"),
     config["folds"].get("val_patients", 1),
-    _fold_table(),
+    _FOLD_TABLE,
 )
 FOLDS = sorted(FOLD_PLAN["fold"].unique().tolist())
 
 
 wildcard_constraints:
-    sample="|".join(re.escape(s) for s in SAMPLES),
+    sample="|".join(re.escape(s) for s in SAMPLES + PREDICT_SAMPLES),
     head="|".join(re.escape(h) for h in HEADS),
     encoder=re.escape(ENCODER),
     fold=r"\d+",
@@ -59,11 +69,14 @@ wildcard_constraints:
 
 def sample_files(wildcards):
     """Slide, expression and metadata of one sample in the HEST-1k layout."""
-    if config["data"]["source"] == "demo":
+    if wildcards.sample in PREDICT_SAMPLES:
+        paths = SamplePaths.in_hest_dir(PREDICT_HEST_DIR, wildcards.sample)
+        return {"slide": str(paths.slide), "st": str(paths.st), "metadata": str(paths.metadata)}
+    if config["data"]["source"] in ("demo", "legacy_st"):  # made by rule demo_data / import_st
         return {
-            "slide": f"{DEMO_DIR}/wsis/{wildcards.sample}.tif",
-            "st": f"{DEMO_DIR}/st/{wildcards.sample}.h5ad",
-            "metadata": f"{DEMO_DIR}/metadata/{wildcards.sample}.json",
+            "slide": f"{HEST_DIR}/wsis/{wildcards.sample}.tif",
+            "st": f"{HEST_DIR}/st/{wildcards.sample}.h5ad",
+            "metadata": f"{HEST_DIR}/metadata/{wildcards.sample}.json",
         }
     paths = SamplePaths.in_hest_dir(HEST_DIR, wildcards.sample)
     return {"slide": str(paths.slide), "st": str(paths.st), "metadata": str(paths.metadata)}
@@ -79,12 +92,36 @@ def features_path(sample):
 
 def encoder_identity():
     """The encoder settings that change the features; run-time knobs (batch size, device) are left out."""
-    keep = ("name", "timm_name", "weights", "weights_sha256", "allow_random_init", "init_seed", "model_kwargs", "precision")
+    keep = ("name", "timm_name", "weights", "weights_sha256", "allow_random_init", "init_seed", "model_kwargs", "precision",
+            "cache_local_tokens")
     return json.dumps({k: config["encoder"][k] for k in keep if k in config["encoder"]}, sort_keys=True)
 
 
+# Heads whose gene queries are text embeddings of the genes (rule gene_semantics makes them once per run).
+SEMANTIC_HEAD_TYPES = {"dkan"}
+GENE_SEMANTICS = "results/genes/semantics.npz"
+
+
+def gene_semantics_config():
+    """The config's gene_semantics section with its defaults (the section is optional)."""
+    defaults = {"model": "minilm", "descriptions": None, "template": "{symbol}", "missing_description": "symbol"}
+    return {**defaults, **(config.get("gene_semantics") or {})}
+
+
+def gene_semantics_file(head):
+    """The gene-embedding file a head reads ('' for heads that need none); a head's own setting wins."""
+    cfg = config["heads"][head]
+    if cfg.get("type") not in SEMANTIC_HEAD_TYPES or cfg.get("gene_queries", "semantic") != "semantic":
+        return ""
+    return cfg.get("gene_embeddings") or GENE_SEMANTICS
+
+
 def head_params(wildcards):
-    return json.dumps(config["heads"][wildcards.head], sort_keys=True)
+    cfg = dict(config["heads"][wildcards.head])
+    cfg.pop("report", None)  # how the report shows the head: never retrains it (rule report_markdown reads it)
+    if gene_semantics_file(wildcards.head):
+        cfg["gene_embeddings"] = gene_semantics_file(wildcards.head)
+    return json.dumps(cfg, sort_keys=True)
 
 
 def fold_inputs(kind):
@@ -100,3 +137,35 @@ def sample_path_pairs(kind):
     if kind == "features":
         return " ".join(f"{s}={features_path(s)}" for s in SAMPLES)
     return " ".join(f"{s}=results/targets/{s}.h5ad" for s in SAMPLES)
+
+
+# Legacy-ST import (rules in import.smk): where a sample's legacy files are and how to convert it.
+LEGACY_DIR = config["data"].get("legacy_st_dir")
+
+
+def sheet_value(sample, column):
+    """A sample's value in an optional sample-sheet column ('' when absent)."""
+    if column not in SHEET.columns:
+        return ""
+    value = SHEET.loc[SHEET["sample"] == sample, column].iloc[0]
+    return value if isinstance(value, str) else ""
+
+
+def legacy_section(sample):
+    """Section name of a sample in the legacy files (sample-sheet column `section`, else the sample name)."""
+    return sheet_value(sample, "section") or sample
+
+
+def legacy_files(wildcards):
+    from genedml.legacy_st import LegacyFiles
+
+    files = LegacyFiles.find(LEGACY_DIR, legacy_section(wildcards.sample))
+    return {"counts": str(files.counts), "spots": str(files.spots), "image": str(files.image)}
+
+
+def import_mpp(wildcards):
+    """data.mpp: one µm/px for every section, a mapping sample -> µm/px, or null (from the spot pitch)."""
+    mpp = config["data"].get("mpp")
+    if isinstance(mpp, dict):
+        mpp = mpp.get(wildcards.sample)
+    return f"--mpp {float(mpp)}" if mpp else ""

@@ -3,6 +3,8 @@ rule embed:
     input:
         geometry="results/tiles/{sample}.npz",
         slide=lambda wildcards: sample_files(wildcards)["slide"],
+        # a weights file is an input too: replacing it in place (same path) re-embeds every sample
+        weights=lambda wildcards: [config["encoder"]["weights"]] if config["encoder"].get("weights") else [],
     output:
         features=directory("results/features/{encoder}/{sample}.zarr"),
     params:
@@ -13,8 +15,9 @@ rule embed:
         "results/benchmarks/embed/{encoder}/{sample}.tsv"
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=120,
+        # more memory and time on each retry (--retries): attempt is 1, 2, 3, ...
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=lambda wildcards, attempt: 120 * attempt,
         # run-time knobs live in resources so that changing them never re-embeds
         batch_size=config["encoder"].get("batch_size", 64),
         loader_workers=config["encoder"].get("num_workers", 0),

@@ -2,11 +2,25 @@ rule evaluate:
     """Per-section, per-fold and per-gene metrics of one head; per-section predictions for scanpy."""
     input:
         predictions=expand("results/heads/{{head}}/fold{fold}/predictions.h5ad", fold=FOLDS),
+        thumbnails=expand("results/thumbnails/{sample}.json", sample=SAMPLES),
     output:
         summary="results/metrics/{head}/summary.tsv",
-        per_section="results/metrics/{head}/per_section.tsv",
+        per_section=report(
+            "results/metrics/{head}/per_section.tsv",
+            caption="../report/per_section.rst",
+            category="Metrics",
+            subcategory="{head}",
+            labels={"head": "{head}", "table": "per section"},
+        ),
         per_fold="results/metrics/{head}/per_fold.tsv",
-        per_gene="results/metrics/{head}/per_gene.tsv",
+        per_gene=report(
+            "results/metrics/{head}/per_gene.tsv",
+            caption="../report/per_gene.rst",
+            category="Metrics",
+            subcategory="{head}",
+            labels={"head": "{head}", "table": "per gene"},
+        ),
+        per_gene_section="results/metrics/{head}/per_gene_section.tsv",
         gene_sets="results/metrics/{head}/gene_sets.json",
         exports=expand("results/predictions/{{head}}/{sample}.h5ad", sample=SAMPLES),
     params:
@@ -14,20 +28,21 @@ rule evaluate:
         recipe=config["targets"].get("recipe", "reference"),
         out_dir=lambda wildcards, output: os.path.dirname(output.summary),
         export_dir=lambda wildcards, output: os.path.dirname(output.exports[0]),
+        thumbnails=lambda wildcards, input: " ".join(f"{s}={t}" for s, t in zip(SAMPLES, input.thumbnails)),
     log:
         "results/logs/evaluate/{head}.log",
     benchmark:
         "results/benchmarks/evaluate/{head}.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,  # grows on each retry
         runtime=20,
     conda:
         "../../envs/genedml.yaml"
     shell:
         "genedml evaluate --head {wildcards.head} --predictions {input.predictions} "
         "--out-dir {params.out_dir} --export-dir {params.export_dir} --n-top {params.n_top} "
-        "--recipe {params.recipe} > {log} 2>&1"
+        "--recipe {params.recipe} --thumbnails {params.thumbnails} > {log} 2>&1"
 
 
 rule summarize:

@@ -1,7 +1,7 @@
 rule folds:
     """Patient-grouped cross-validation folds with an inner validation split."""
     input:
-        sheet=config["samples"],
+        sheet=SHEET_PATH,
         table=[config["folds"]["table"]] if config["folds"].get("table") else [],
     output:
         folds="results/folds/folds.tsv",
@@ -11,6 +11,13 @@ rule folds:
         seed=config["folds"].get("seed"),
         val_patients=config["folds"].get("val_patients", 1),
         table=f"--table {config['folds']['table']}" if config["folds"].get("table") else "",
+        # scheme 'reference': the published folds of the dataset (shipped with genedml)
+        reference=(
+            (f"--dataset {config['dataset']} " if config.get("dataset") else "")
+            + f"--reference-set {config['folds'].get('reference_set', 'legacy')}"
+            if config["folds"]["scheme"] == "reference"
+            else ""
+        ),
     log:
         "results/logs/folds.log",
     threads: 1
@@ -22,4 +29,4 @@ rule folds:
     shell:
         "genedml folds --sheet {input.sheet} --out {output.folds} --scheme {params.scheme} "
         "--n-folds {params.n_folds} --seed {params.seed} --val-patients {params.val_patients} "
-        "{params.table} > {log} 2>&1"
+        "{params.table} {params.reference} > {log} 2>&1"

@@ -1,25 +1,151 @@
+# The report: slide thumbnails, figures, and results/report/index.html (+ Markdown) with everything beside it.
+from genedml.report import report_specs, sweep_params
+
+HEAD_REPORT = report_specs(config["heads"])  # fails early, naming the head, on a bad `report:` key
+SWEEPS = sweep_params(HEAD_REPORT)
+REPORT = config.get("report", {})
+
+
+rule thumbnail:
+    """A small H&E image of one slide and the scale factors scanpy's sc.pl.spatial expects."""
+    input:
+        slide=lambda wildcards: sample_files(wildcards)["slide"],
+        metadata=lambda wildcards: sample_files(wildcards)["metadata"],
+        geometry="results/tiles/{sample}.npz",
+    output:
+        image="results/thumbnails/{sample}.png",
+        facts="results/thumbnails/{sample}.json",
+    params:
+        max_px=REPORT.get("thumbnail_px", 2000),
+    log:
+        "results/logs/thumbnail/{sample}.log",
+    benchmark:
+        "results/benchmarks/thumbnail/{sample}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        "../../envs/genedml.yaml"
+    shell:
+        "genedml thumbnail --sample {wildcards.sample} --slide {input.slide} --geometry {input.geometry} "
+        "--metadata {input.metadata} --out-image {output.image} --out-json {output.facts} "
+        "--max-px {params.max_px} > {log} 2>&1"
+
+
+rule figures:
+    """Spatial maps of one head: truth vs prediction over the H&E of every held-out section."""
+    input:
+        exports=expand("results/predictions/{{head}}/{sample}.h5ad", sample=SAMPLES),
+        thumbnails=expand("results/thumbnails/{sample}.json", sample=SAMPLES),
+        genes="results/genes/genes.tsv",
+    output:
+        spatial=report(
+            expand("results/figures/{{head}}/spatial_{sample}.jpg", sample=SAMPLES),
+            caption="../report/spatial.rst",
+            category="Spatial maps",
+            subcategory="{head}",
+        ),
+        scores="results/figures/{head}/spatial_pcc.json",
+    params:
+        genes=" ".join(REPORT.get("spatial_genes", ["GNAS", "FASN", "ERBB2"])),
+        exports=lambda wildcards, input: " ".join(f"{s}={p}" for s, p in zip(SAMPLES, input.exports)),
+        thumbnails=lambda wildcards, input: " ".join(f"{s}={p}" for s, p in zip(SAMPLES, input.thumbnails)),
+        out_dir=lambda wildcards, output: os.path.dirname(output.scores),
+    log:
+        "results/logs/figures/{head}.log",
+    benchmark:
+        "results/benchmarks/figures/{head}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/genedml.yaml"
+    shell:
+        "genedml figures --head {wildcards.head} --exports {params.exports} --thumbnails {params.thumbnails} "
+        "--genes {input.genes} --spatial-genes {params.genes} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule figures_overview:
+    """Per-gene PCC distribution of every head; one plot per hyper-parameter sweep."""
+    input:
+        per_gene=expand("results/metrics/{head}/per_gene.tsv", head=HEADS),
+        summaries=expand("results/metrics/{head}/summary.tsv", head=HEADS),
+    output:
+        distribution=report(
+            "results/figures/pcc_per_gene.png",
+            caption="../report/pcc_per_gene.rst",
+            category="Figures",
+        ),
+        sweeps=report(
+            expand("results/figures/sweep_{param}.png", param=SWEEPS),
+            caption="../report/sweep.rst",
+            category="Figures",
+        ),
+    params:
+        heads=json.dumps(HEAD_REPORT, sort_keys=True),
+    log:
+        "results/logs/figures_overview.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/genedml.yaml"
+    shell:
+        "genedml figures-overview --heads {params.heads:q} --metrics-dir results/metrics "
+        "--out-dir results/figures > {log} 2>&1"
+
+
 rule report_markdown:
-    """The run's report: headline metrics, per-section scores, run facts."""
+    """The report: results/report/index.html and index.md with figures and tables beside them; results/report.md."""
     input:
         summary="results/metrics/summary.tsv",
-        per_section=expand("results/metrics/{head}/per_section.tsv", head=HEADS),
+        metrics=expand(
+            "results/metrics/{head}/{table}",
+            head=HEADS,
+            table=["per_section.tsv", "per_fold.tsv", "per_gene.tsv", "per_gene_section.tsv", "gene_sets.json"],
+        ),
+        facts=expand("results/heads/{head}/fold{fold}/fold.json", head=HEADS, fold=FOLDS),
+        spatial=expand("results/figures/{head}/spatial_pcc.json", head=HEADS),
+        overview="results/figures/pcc_per_gene.png",
+        sweeps=expand("results/figures/sweep_{param}.png", param=SWEEPS),
         folds="results/folds/folds.tsv",
         genes="results/genes/genes.tsv",
-        store=features_path(SAMPLES[0]),
+        sheet=SHEET_PATH,  # the config's TSV, or the one rule sample_sheet builds from the registry
+        stores=[features_path(s) for s in SAMPLES],
     output:
-        report=report("results/report.md", caption="../report/report.rst", category="Report"),
+        markdown=report("results/report.md", caption="../report/report.rst", category="Report"),
+        # not tagged for `snakemake --report`: Snakemake embeds a folder only in .zip reports, and the
+        # figures and tables inside it are tagged where they are made
+        site=directory("results/report"),
     params:
-        per_section=" ".join(f"{h}=results/metrics/{h}/per_section.tsv" for h in HEADS),
+        heads=json.dumps(HEAD_REPORT, sort_keys=True),
         recipe=config["targets"].get("recipe", "reference"),
+        n_top=REPORT.get("pcc_h_genes", 50),
+        facts=json.dumps(
+            {
+                "encoder": json.loads(encoder_identity()),
+                "tiles": config["tiles"],
+                "genes": config["genes"],
+                "targets": config["targets"],
+                "folds": config["folds"],
+                "data": config["data"]["source"],
+                "heads": {h: {k: v for k, v in c.items() if k != "report"} for h, c in config["heads"].items()},
+            },
+            sort_keys=True,
+            default=str,
+        ),
     log:
         "results/logs/report_markdown.log",
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=2000,
+        runtime=10,
     conda:
         "../../envs/genedml.yaml"
     shell:
-        "genedml report --out {output.report} --summary {input.summary} "
-        "--per-section {params.per_section} --folds {input.folds} --genes {input.genes} "
-        "--features-store {input.store} --recipe {params.recipe} > {log} 2>&1"
+        "genedml report --results-dir results --heads {params.heads:q} --sheet {input.sheet} "
+        "--features {input.stores} --site-dir {output.site} --markdown {output.markdown} "
+        "--recipe {params.recipe} --n-top {params.n_top} --config-facts {params.facts:q} > {log} 2>&1"

@@ -18,7 +18,7 @@ rule select_genes:
         "results/benchmarks/select_genes.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,  # grows on each retry
         runtime=20,
     conda:
         "../../envs/genedml.yaml"

@@ -9,6 +9,12 @@ rule tile:
         target_mpp=config["tiles"]["target_mpp"],
         grid=config["tiles"]["grid"],
         min_inside=config["tiles"].get("min_inside", 0.5),
+        neighbour_mode=config["tiles"].get("neighbour_mode", "centred"),
+        grid_stride=config["tiles"].get("grid_stride", 1.0),
+        # 'auto' or 'x,y' (a grid node centre, in tiles)
+        grid_offset=",".join(str(float(v)) for v in config["tiles"]["grid_offset"])
+        if isinstance(config["tiles"].get("grid_offset"), list)
+        else config["tiles"].get("grid_offset", "auto"),
     log:
         "results/logs/tile/{sample}.log",
     benchmark:
@@ -22,4 +28,6 @@ rule tile:
     shell:
         "genedml tile --sample {wildcards.sample} --slide {input.slide} --st {input.st} "
         "--metadata {input.metadata} --out {output.geometry} --tile-px {params.tile_px} "
-        "--target-mpp {params.target_mpp} --grid {params.grid} --min-inside {params.min_inside} > {log} 2>&1"
+        "--target-mpp {params.target_mpp} --grid {params.grid} --min-inside {params.min_inside} "
+        "--neighbour-mode {params.neighbour_mode} --grid-stride {params.grid_stride} "
+        "--grid-offset {params.grid_offset:q} > {log} 2>&1"

@@ -4,6 +4,7 @@ rule train:
         folds="results/folds/folds.tsv",
         features=fold_inputs("features"),
         targets=fold_inputs("targets"),
+        gene_semantics=lambda wildcards: gene_semantics_file(wildcards.head) or [],
     output:
         predictions="results/heads/{head}/fold{fold}/predictions.h5ad",
         facts="results/heads/{head}/fold{fold}/fold.json",
@@ -18,8 +19,9 @@ rule train:
         "results/benchmarks/train/{head}/fold{fold}.tsv"
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=120,
+        # more memory and time on each retry (--retries): attempt is 1, 2, 3, ...
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=lambda wildcards, attempt: 120 * attempt,
     conda:
         "../../envs/genedml.yaml"
     shell:

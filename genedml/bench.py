@@ -1,0 +1,414 @@
+"""Benchmarks that print ratios measured in one run (``genedml bench ...``).
+
+``genedml bench embed`` embeds the same slides in both neighbour modes (``centred``, ``grid``), each mode in
+its own process so that its peak memory is its own, and reports per mode: encoder calls (per spot), wall
+time, tiles/s, bytes per spot of the feature store and peak RSS; then the centred/grid ratios, and how
+well float16 embeddings compress under candidate Zarr codecs and chunk sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing as mp
+import os
+import platform
+import resource
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# a small encoder with UNI's architecture (ViT/16 at 224 px, 197 tokens): the same reading and batching
+# work as UNI with ~1/1000 of its compute, so the benchmark runs on a laptop CPU. No layer-scale: a
+# random-init ViT with UNI's init_values=1e-5 gives nearly the same output for every tile.
+SMALL_UNI = {"name": "uni", "allow_random_init": True, "init_seed": 0,
+             "model_kwargs": {"embed_dim": 48, "depth": 2, "num_heads": 3, "init_values": None}}
+HER2ST_SECTIONS = ["B4", "C2", "C3", "C4"]
+REFERENCE_CALLS_PER_SPOT = 26  # the reference code: 25 window tiles (padded ones too) + the local crop again
+
+EMBED_HELP = """\
+Embed the same slides in both neighbour modes and compare encoder calls, tiles/s, bytes per spot and peak
+memory; results go to --out (default results/bench/embed.json) and a table on stdout.
+
+Slides (any combination; each is a dataset in the output):
+  real HER2ST sections (legacy ST layout, 200 µm pitch; converted once to pyramidal TIFFs in --work-dir):
+      genedml bench embed --her2st ../shared/data/her2st --sections B4 C2 C3 C4
+  a Visium-like synthetic slide (100 µm hexagonal pitch, generated once in --work-dir):
+      genedml bench embed --visium-demo --demo-size-um 4000 4000
+  any HEST-1k folder (wsis/, st/, metadata/):
+      genedml bench embed --hest-dir /data/hest1k --samples SPA119 SPA120
+  both at once (one run, so the ratios share the machine's conditions):
+      genedml bench embed --her2st ../shared/data/her2st --visium-demo
+
+Tile settings per dataset: HER2ST uses the reference code's 224 px at native resolution, the Visium-like
+slide and HEST folders HEST's 224 px at 0.5 µm/px (override with --her2st-tiles / --visium-tiles /
+--hest-tiles, JSON like config.yaml's tiles section). The default encoder is a small random-init ViT with
+UNI's architecture (use --encoder '{"name": "uni", "weights": "..."}' for the real one, on a GPU).
+"""
+
+
+def _rss_now_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _peak_rss_mb() -> float:
+    """Peak RSS of this process since start or the last ``_reset_peak`` (VmHWM), in MB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak() -> bool:
+    try:  # Linux >= 4.0: writing 5 resets the peak RSS (VmHWM) to the current RSS
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def _embed_mode_child(job: dict, queue) -> None:
+    """Child process: embed every slide of one dataset in one mode; report facts through ``queue``."""
+    try:
+        import torch
+
+        from .embed import embed_sample
+        from .encoders import build_encoder
+        from .tiling import Geometry
+
+        logging.basicConfig(level=logging.WARNING)
+        if job["threads"]:
+            torch.set_num_threads(job["threads"])
+        encoder = build_encoder(job["encoder"])
+        slides = []
+        for sample, geometry_path, store in job["slides"]:
+            geometry = Geometry.load(geometry_path)
+            shutil.rmtree(store, ignore_errors=True)
+            for partial in Path(store).parent.glob(f".{Path(store).stem}.partial-*"):
+                shutil.rmtree(partial, ignore_errors=True)  # always a fresh run, never a resume
+            _reset_peak()
+            before = _rss_now_mb()
+            facts = embed_sample(geometry, encoder, store, batch_size=job["batch_size"],
+                                 num_workers=job["num_workers"], device=job["device"], progress=job["progress"])
+            slides.append({
+                "sample": sample, "spots": facts["spots"], "encoder_calls": facts["encoder_calls"],
+                "wall_s": facts["wall_s"], "rss_before_mb": round(before, 1), "peak_rss_mb": round(_peak_rss_mb(), 1),
+                "store_bytes": _dir_bytes(Path(store)), "slide_pixels": int(np.prod(geometry.slide_dims)),
+                "device": facts["device"], "precision": facts["precision"],
+            })
+        children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        queue.put({"slides": slides, "worker_peak_rss_mb": round(children, 1) if job["num_workers"] else None,
+                   "embed_dim": encoder.embed_dim})
+    except BaseException as exc:  # report, do not hang the parent
+        import traceback
+
+        queue.put({"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
+
+
+def run_mode(job: dict) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_embed_mode_child, args=(job, queue))
+    proc.start()
+    import queue as queue_errors
+
+    while True:  # the child may die without a word (killed for memory): do not wait forever
+        try:
+            result = queue.get(timeout=5)
+            break
+        except queue_errors.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"benchmark child exited with code {proc.exitcode} before reporting") from None
+    proc.join()
+    if "error" in result:
+        raise RuntimeError(f"benchmark child failed: {result['error']}\n{result['traceback']}")
+    return result
+
+
+def _summarise(slides: list[dict]) -> dict:
+    calls = sum(s["encoder_calls"] for s in slides)
+    spots = sum(s["spots"] for s in slides)
+    wall = sum(s["wall_s"] for s in slides)
+    store = sum(s["store_bytes"] for s in slides)
+    return {
+        "encoder_calls": calls,
+        "spots": spots,
+        "wall_s": round(wall, 3),
+        "peak_rss_mb": max(s["peak_rss_mb"] for s in slides),
+        "calls_per_spot": round(calls / max(spots, 1), 3),
+        "tiles_per_s": round(calls / max(wall, 1e-9), 1),
+        "bytes_per_spot": round(store / max(spots, 1)),
+        # memory: growth over the process's RSS before each slide (torch + model), against the slide's size
+        "peak_rss_growth_mb": round(max(s["peak_rss_mb"] - s["rss_before_mb"] for s in slides), 1),
+        "largest_slide_decoded_mb": round(max(s["slide_pixels"] for s in slides) * 3 / 2**20, 1),
+    }
+
+
+def _ratios(modes: dict) -> dict:
+    if not {"centred", "grid"} <= set(modes):
+        return {}
+    c, g = modes["centred"], modes["grid"]
+    return {
+        "encoder_calls_centred_over_grid": round(c["encoder_calls"] / max(g["encoder_calls"], 1), 2),
+        "wall_s_centred_over_grid": round(c["wall_s"] / max(g["wall_s"], 1e-9), 2),
+        "bytes_per_spot_centred_over_grid": round(c["bytes_per_spot"] / max(g["bytes_per_spot"], 1), 2),
+        "reference_code_calls_over_grid": round(REFERENCE_CALLS_PER_SPOT * g["spots"] / max(g["encoder_calls"], 1), 2),
+    }
+
+
+# ------------------------------------------------------------------------------------------ compression
+
+
+def measure_codecs(values: np.ndarray, workdir: Path, repeats: int = 3) -> dict:
+    """Compression ratio and write / read speed of candidate codecs on float16 embeddings (a local store)."""
+    import zarr
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    candidates = {
+        "none": None,
+        "zstd-0 (zarr default)": [ZstdCodec(level=0)],
+        "zstd-3": [ZstdCodec(level=3)],
+        "zstd-9": [ZstdCodec(level=9)],
+        "blosc-zstd-3-shuffle": [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle", typesize=2)],
+        "blosc-zstd-5-bitshuffle": [BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle", typesize=2)],
+        "blosc-lz4-5-shuffle": [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle", typesize=2)],
+    }
+    values = np.ascontiguousarray(values, dtype=np.float16)
+    rows = values.shape[0]
+    row_bytes = values[0].nbytes
+    chunk = max(1, min(rows, (4 << 20) // row_bytes))
+    out = {}
+    for name, codecs in candidates.items():
+        path = workdir / f"codec-{abs(hash(name))}.zarr"
+        best_w = best_r = float("inf")
+        for _ in range(repeats):
+            shutil.rmtree(path, ignore_errors=True)
+            t = time.perf_counter()
+            arr = zarr.create_array(str(path), shape=values.shape, chunks=(chunk, *values.shape[1:]), dtype="float16",
+                                    compressors=codecs, zarr_format=3)
+            arr[:] = values
+            best_w = min(best_w, time.perf_counter() - t)
+            t = time.perf_counter()
+            back = zarr.open_array(str(path), mode="r")[:]
+            best_r = min(best_r, time.perf_counter() - t)
+        assert np.array_equal(back.view(np.uint16), values.view(np.uint16))
+        size = _dir_bytes(path)  # chunks plus ~1 KB of metadata
+        out[name] = {"ratio": round(values.nbytes / size, 3), "write_mb_s": round(values.nbytes / 2**20 / best_w, 1),
+                     "read_mb_s": round(values.nbytes / 2**20 / best_r, 1)}
+        shutil.rmtree(path, ignore_errors=True)
+    return out
+
+
+def measure_chunks(values: np.ndarray, workdir: Path, repeats: int = 3) -> dict:
+    """Seconds to load a whole (sample-sized) array for several chunk sizes, with the chosen codec."""
+    import zarr
+
+    from .features import embedding_codecs
+
+    values = np.ascontiguousarray(values, dtype=np.float16)
+    row_bytes = values[0].nbytes
+    out = {}
+    for target in (64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20):
+        rows = max(1, min(values.shape[0], target // row_bytes))
+        path = workdir / f"chunks-{target}.zarr"
+        shutil.rmtree(path, ignore_errors=True)
+        arr = zarr.create_array(str(path), shape=values.shape, chunks=(rows, *values.shape[1:]), dtype="float16",
+                                compressors=embedding_codecs(), zarr_format=3)
+        arr[:] = values
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            zarr.open_array(str(path), mode="r")[:]
+            best = min(best, time.perf_counter() - t)
+        out[f"{target >> 10} KB"] = {"rows_per_chunk": rows, "files": -(-values.shape[0] // rows),
+                                     "load_s": round(best, 4), "load_mb_s": round(values.nbytes / 2**20 / best, 1)}
+        shutil.rmtree(path, ignore_errors=True)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- datasets
+
+
+def _prepare_her2st(root: Path, sections: list[str], hest_dir: Path) -> list[str]:
+    from .legacy_st import LegacyFiles, import_section
+
+    for section in sections:
+        if not (hest_dir / "wsis" / f"{section}.tif").exists():
+            log.info("converting HER2ST %s to a pyramidal TIFF in %s", section, hest_dir)
+            import_section(LegacyFiles.find(root, section), hest_dir, sample=section, patient=section[0],
+                           dataset="her2st", overwrite=True)
+    return sections
+
+
+def _prepare_visium(hest_dir: Path, size_um: tuple[float, float], mpp: float) -> list[str]:
+    from .demo import make_section
+
+    sample = f"VISIUM_DEMO_{int(size_um[0])}x{int(size_um[1])}um"
+    if not (hest_dir / "wsis" / f"{sample}.tif").exists():
+        log.info("generating the Visium-like slide %s (%.0f x %.0f µm at %.2f µm/px)", sample, *size_um, mpp)
+        make_section(sample, "demo", hest_dir, width_um=size_um[0], height_um=size_um[1], mpp=mpp, n_genes=30)
+    return [sample]
+
+
+def _tiles(spec_json: dict, mode: str, stride: float, offset):
+    from .tiling import TileSpec
+
+    cfg = dict(spec_json)
+    cfg.update({"neighbour_mode": mode, "grid_stride": stride, "grid_offset": offset})
+    cfg.setdefault("grid", 5)
+    return TileSpec.from_config(cfg)
+
+
+def bench_embed(a) -> dict:
+    from .hest import SamplePaths
+    from .tiling import tile_sample
+
+    work = Path(a.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    datasets = []
+    if a.her2st:
+        hd = work / "her2st" / "hest"
+        datasets.append(("her2st", hd, _prepare_her2st(Path(a.her2st), a.sections, hd), a.her2st_tiles))
+    if a.visium_demo:
+        hd = work / "visium_demo" / "hest"
+        datasets.append(("visium_demo", hd, _prepare_visium(hd, tuple(a.demo_size_um), a.demo_mpp), a.visium_tiles))
+    if a.hest_dir:
+        if not a.samples:
+            raise SystemExit("genedml bench embed: --hest-dir needs --samples")
+        datasets.append(("hest", Path(a.hest_dir), a.samples, a.hest_tiles))
+    if not datasets:
+        raise SystemExit("genedml bench embed: give --her2st, --visium-demo and/or --hest-dir (see --help)")
+
+    encoder = json.loads(a.encoder) if a.encoder else dict(SMALL_UNI)
+    result = {"encoder": encoder, "slides": [], "modes": {}, "datasets": {},
+              "run": {"batch_size": a.batch_size, "num_workers": a.num_workers, "device": a.device,
+                      "threads": a.threads, "cpu_count": os.cpu_count(), "machine": platform.machine(),
+                      "grid_stride": a.grid_stride, "grid_offset": a.grid_offset,
+                      "date": time.strftime("%Y-%m-%d %H:%M:%S")}}
+    per_mode_slides: dict[str, list] = {m: [] for m in a.modes}
+    for name, hest_dir, samples, tiles_json in datasets:
+        entry = {"slides": samples, "tiles": tiles_json, "modes": {}, "per_slide": {}, "geometry": {}}
+        for mode in a.modes:
+            spec = _tiles(tiles_json, mode, a.grid_stride, a.grid_offset)
+            slides = []
+            for sample in samples:
+                geom_path = work / "tiles" / name / mode / f"{sample}.npz"
+                g = tile_sample(SamplePaths.in_hest_dir(hest_dir, sample), spec, geom_path)
+                entry["geometry"].setdefault(sample, {})[mode] = g.summary()
+                slides.append((sample, str(geom_path), str(work / "stores" / name / mode / f"{sample}.zarr")))
+            log.info("%s: embedding %d slides in %s mode", name, len(samples), mode)
+            out = run_mode({"encoder": encoder, "slides": slides, "batch_size": a.batch_size,
+                            "num_workers": a.num_workers, "device": a.device, "threads": a.threads,
+                            "progress": a.progress})
+            entry["modes"][mode] = _summarise(out["slides"])
+            entry["modes"][mode]["worker_peak_rss_mb"] = out["worker_peak_rss_mb"]
+            entry["per_slide"][mode] = out["slides"]
+            per_mode_slides[mode] += out["slides"]
+            result["embed_dim"] = out["embed_dim"]
+        entry["ratios"] = _ratios(entry["modes"])
+        result["datasets"][name] = entry
+        result["slides"] += [f"{name}:{s}" for s in samples]
+    result["modes"] = {m: _summarise(s) for m, s in per_mode_slides.items() if s}
+    result["ratios"] = _ratios(result["modes"])
+
+    if a.compression and "centred" in a.modes:
+        import zarr
+
+        # the biggest centred store: real embeddings of this run, masked zeros included as stored
+        biggest = max(per_mode_slides["centred"], key=lambda s: s["spots"])
+        ds = next(n for n, e in result["datasets"].items() if biggest in e["per_slide"]["centred"])
+        store = work / "stores" / ds / "centred" / f"{biggest['sample']}.zarr"
+        values = zarr.open_group(str(store), mode="r")["neighbour"][:]
+        rng = np.random.default_rng(0)
+        gaussian = rng.standard_normal(values.shape).astype(np.float16)  # LayerNorm-like outputs, for reference
+        result["compression"] = {
+            "sample": f"{ds}:{biggest['sample']}", "shape": list(values.shape),
+            "zero_fraction": round(float((values == 0).all(-1).mean()), 4),
+            "codecs": measure_codecs(values, work),
+            "codecs_on_gaussian_float16": measure_codecs(gaussian, work),
+            "chunk_sizes": measure_chunks(values, work),
+        }
+    out_path = Path(a.out)
+    from .atomic import write_json
+
+    write_json(out_path, result)
+    print_table(result)
+    print(f"\nwritten: {out_path}")
+    return result
+
+
+def print_table(result: dict) -> None:
+    enc = result["encoder"]
+    print(f"\nencoder: {enc.get('name')} {json.dumps(enc.get('model_kwargs') or {})} "
+          f"(weights: {enc.get('weights') or 'random-init'}), device {result['run']['device']}, "
+          f"batch {result['run']['batch_size']}, workers {result['run']['num_workers']}")
+    head = f"{'dataset':<12} {'mode':<8} {'slides':>6} {'spots':>6} {'calls':>7} {'calls/spot':>10} {'wall s':>8} " \
+           f"{'tiles/s':>8} {'bytes/spot':>10} {'peak RSS MB':>11} {'(growth)':>8}"
+    print(head)
+    print("-" * len(head))
+    rows = list(result["datasets"].items()) + [("all", {"modes": result["modes"], "slides": result["slides"],
+                                                        "ratios": result["ratios"]})]
+    for name, entry in rows:
+        for mode, m in entry["modes"].items():
+            print(f"{name:<12} {mode:<8} {len(entry['slides']):>6} {m['spots']:>6} {m['encoder_calls']:>7} "
+                  f"{m['calls_per_spot']:>10.2f} {m['wall_s']:>8.1f} {m['tiles_per_s']:>8.1f} "
+                  f"{m['bytes_per_spot']:>10} {m['peak_rss_mb']:>11.0f} {m['peak_rss_growth_mb']:>8.0f}")
+        r = entry.get("ratios") or {}
+        if r:
+            print(f"{name:<12} centred/grid: {r['encoder_calls_centred_over_grid']}x fewer encoder calls, "
+                  f"{r['wall_s_centred_over_grid']}x wall time, {r['bytes_per_spot_centred_over_grid']}x bytes/spot; "
+                  f"reference code (26 calls/spot) / grid: {r['reference_code_calls_over_grid']}x")
+    comp = result.get("compression")
+    if comp:
+        print(f"\ncompression of float16 embeddings ({comp['sample']}, {comp['shape']}, "
+              f"{comp['zero_fraction']:.1%} masked all-zero tiles): ratio, write / read MB/s")
+        for label, key in (("this run's embeddings", "codecs"), ("Gaussian float16 reference", "codecs_on_gaussian_float16")):
+            print(f"  {label}: " + "; ".join(f"{n} {v['ratio']:.3f} ({v['write_mb_s']:.0f}/{v['read_mb_s']:.0f})"
+                                            for n, v in comp[key].items()))
+        print("  whole-array load by chunk size: " + "; ".join(
+            f"{n} ({v['files']} files) {v['load_s'] * 1000:.1f} ms" for n, v in comp["chunk_sizes"].items()))
+
+
+def add_bench_parsers(sub) -> None:
+    """``genedml bench <what>``: add ``embed`` to the ``bench`` sub-command's sub-parsers."""
+    s = sub.add_parser("embed", help="encoder calls, tiles/s, bytes and memory of both neighbour modes",
+                       description=EMBED_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--her2st", metavar="DIR", help="legacy-ST folder with ST-cnts/, ST-spotfiles/, ST-imgs/")
+    s.add_argument("--sections", nargs="+", default=HER2ST_SECTIONS, help="HER2ST sections with images")
+    s.add_argument("--visium-demo", action="store_true", help="a generated Visium-like slide (100 µm hex pitch)")
+    s.add_argument("--demo-size-um", nargs=2, type=float, default=[4000.0, 4000.0], metavar=("W", "H"))
+    s.add_argument("--demo-mpp", type=float, default=0.5)
+    s.add_argument("--hest-dir", metavar="DIR", help="a HEST-1k folder (wsis/, st/, metadata/)")
+    s.add_argument("--samples", nargs="+", help="HEST ids in --hest-dir")
+    s.add_argument("--her2st-tiles", type=json.loads, default={"tile_px": 224, "target_mpp": "native"})
+    s.add_argument("--visium-tiles", type=json.loads, default={"tile_px": 224, "target_mpp": 0.5})
+    s.add_argument("--hest-tiles", type=json.loads, default={"tile_px": 224, "target_mpp": 0.5})
+    s.add_argument("--grid-stride", type=float, default=1.0)
+    s.add_argument("--grid-offset", default="auto")
+    s.add_argument("--modes", nargs="+", choices=["centred", "grid"], default=["centred", "grid"])
+    s.add_argument("--encoder", help="encoder config as JSON (default: a small random-init UNI-architecture ViT)")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--num-workers", type=int, default=1)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--work-dir", default="results/bench/work", help="converted slides, geometries, stores")
+    s.add_argument("--out", default="results/bench/embed.json")
+    s.add_argument("--no-compression", dest="compression", action="store_false",
+                   help="skip the codec and chunk-size measurements")
+    s.add_argument("--progress", action="store_true", help="progress bars of each embedding")
+    s.set_defaults(func=bench_embed)

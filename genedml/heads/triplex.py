@@ -1,0 +1,44 @@
+"""TRIPLEX-style head: ``type: triplex``.
+
+Local / neighbour / global fusion trained with MSE plus TRIPLEX's self-distillation terms and no
+contrastive loss: the fused prediction's MSE plus, for each scale's own prediction,
+``(1 - alpha) * MSE(scale, target) + alpha * MSE(fused, scale)`` (alpha 0.3). Sizes: ``small`` (CPU
+default) or TRIPLEX's published configs ``her2st | stnet | cscc``; ``fusion: cross`` (TRIPLEX) or
+``self`` (Gene-DML's scale-wise self-attention, which makes this head Gene-DML's ``mse-only`` row plus
+distillation). Prediction is the fused output.
+"""
+
+from __future__ import annotations
+
+from ..models import presets
+from .genedml import _check_choice, _train_locals, set_output_bias
+from .torch_head import TRAIN_DEFAULTS, Batch, TorchHead
+
+
+class TriplexHead(TorchHead):
+    kind = "triplex"
+
+    def __init__(self, params: dict, seed: int = 0):
+        super().__init__({}, seed)
+        self.params = presets.resolve("triplex", TRAIN_DEFAULTS, params)
+        for key in ("fusion", "local_input"):
+            _check_choice(key, self.params[key])
+
+    def build_model(self, dims: dict):
+        from ..models.triplex import Triplex
+
+        return Triplex(self.params, dims)
+
+    def init_model(self, model, train) -> None:
+        for layer in [model.fc, *model.fc_scale.values()]:
+            set_output_bias(layer, train)
+        model.image.set_input_stats(_train_locals(train))
+
+    def loss(self, model, batch: Batch, epoch: int):
+        from ..models.losses import self_distillation_loss
+
+        out = model.outputs(batch)
+        fused = out.pop("fused").float()
+        total, parts = self_distillation_loss(fused, {k: v.float() for k, v in out.items()}, batch.targets,
+                                              float(self.params["alpha"]))
+        return total, {k: float(v.detach()) for k, v in parts.items()}

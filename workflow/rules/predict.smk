@@ -1,0 +1,26 @@
+rule predict:
+    """Apply a head's trained fold models to a section without counts (config `predict`)."""
+    input:
+        features=lambda wildcards: features_path(wildcards.sample),
+        models=expand("results/heads/{{head}}/fold{fold}/fold.json", fold=FOLDS),
+        reference=features_path(SAMPLES[0]),
+    output:
+        predictions="results/predict/{head}/{sample}.h5ad",
+    params:
+        models=lambda wildcards, input: " ".join(os.path.dirname(p) for p in input.models),
+    wildcard_constraints:
+        sample="|".join(re.escape(s) for s in PREDICT_SAMPLES) or "(?!)",  # none configured: matches nothing
+    log:
+        "results/logs/predict/{head}/{sample}.log",
+    benchmark:
+        "results/benchmarks/predict/{head}/{sample}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../../envs/genedml.yaml"
+    shell:
+        "genedml predict --head {wildcards.head} --models {params.models} --sample {wildcards.sample} "
+        "--features {input.features} --reference-features {input.reference} --out {output.predictions} "
+        "--threads {threads} > {log} 2>&1"
