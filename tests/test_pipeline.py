@@ -11,7 +11,7 @@ import pytest
 import yaml
 import zarr
 
-from conftest import PIPELINE_SAMPLES, REPO, planned_jobs, snakemake
+from conftest import PIPELINE_SAMPLES, REPO
 
 pytestmark = pytest.mark.pipeline
 SAMPLES = PIPELINE_SAMPLES
@@ -78,46 +78,6 @@ def test_scrambled_features_predict_nothing(run):
     head.fit([secs["S1"], secs["S2"]], [secs["S3"]])
     pcc = nanmean([nanmean(pearson_per_gene(secs[t].targets, head.predict(secs[t]))) for t in ("S5", "S6")])
     assert pcc < 0.15
-
-
-def _override(work, config, name, **changes):
-    data = yaml.safe_load(config.read_text())
-    for key, value in changes.items():
-        data[key] = value
-    path = work / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def test_rerun_plans(run):
-    work, config = run
-    assert planned_jobs(snakemake(work, config, "-n")) == {}
-    head_cfg = yaml.safe_load(config.read_text())["heads"]
-    head_cfg["ridge"]["alphas"] = [3.0, 30.0]
-    plan = planned_jobs(snakemake(work, _override(work, config, "head", heads=head_cfg), "-n"))
-    assert set(plan) == {"train", "evaluate", "summarize", "figures", "figures_overview", "report_markdown",
-                         "all"} and plan["train"] == 3
-    enc = yaml.safe_load(config.read_text())["encoder"]
-    plan = planned_jobs(snakemake(work, _override(work, config, "seed", encoder={**enc, "init_seed": 5}), "-n"))
-    assert plan["embed"] == len(SAMPLES) and "tile" not in plan and "targets" not in plan
-    plan = planned_jobs(snakemake(work, _override(work, config, "enc", encoder={**enc, "name": "resnet34"}), "-n"))
-    assert plan["embed"] == len(SAMPLES) and "tile" not in plan and "demo_data" not in plan
-    knobs = {**enc, "batch_size": 7, "num_workers": 1, "device": "cpu"}
-    assert planned_jobs(snakemake(work, _override(work, config, "knobs", encoder=knobs), "-n")) == {}
-    tiles = {**yaml.safe_load(config.read_text())["tiles"], "neighbour_mode": "grid"}
-    plan = planned_jobs(snakemake(work, _override(work, config, "grid", tiles=tiles), "-n"))
-    assert plan["tile"] == plan["embed"] == len(SAMPLES) and "targets" not in plan and "demo_data" not in plan
-    plan = planned_jobs(snakemake(work, _override(work, config, "tok", encoder={**enc, "cache_local_tokens": True}), "-n"))
-    assert plan["embed"] == len(SAMPLES) and "tile" not in plan
-
-
-def test_adding_a_sample_plans_only_its_own_preprocessing(run):
-    work, config = run
-    sheet = work / "samples_more.tsv"
-    sheet.write_text((work / "samples.tsv").read_text() + "S7\tPD\tdemo\n")
-    plan = planned_jobs(snakemake(work, _override(work, config, "more", samples=str(sheet)), "-n"))
-    assert plan["demo_data"] == 1 and plan["tile"] == 1 and plan["embed"] == 1
-    assert plan["train"] == 4  # one more patient: four folds
 
 
 def test_dry_run_and_lint_from_a_fresh_checkout(tmp_path):

@@ -119,6 +119,15 @@ def test_encoder_change_reembeds_every_sample_and_keeps_tiles(reference, change,
     assert rules(jobs)["train"] == len(SAMPLES)
 
 
+def test_tiling_change_retiles_and_reembeds(reference):
+    work, config = reference
+    counts = rules(plan(work, variant(work, config, "grid", "tiles", {"neighbour_mode": "grid"})))
+    assert counts["tile"] == counts["embed"] == len(SAMPLES)
+    assert not {"demo_data", "targets", "select_genes"} & set(counts)
+    counts = rules(plan(work, variant(work, config, "tok", "encoder", {"cache_local_tokens": True})))
+    assert counts["embed"] == len(SAMPLES) and "tile" not in counts
+
+
 def test_runtime_knobs_plan_nothing(reference):
     work, config = reference
     knobs = variant(work, config, "knobs", "encoder", {"batch_size": 7, "num_workers": 1, "device": "cpu"})
