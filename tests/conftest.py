@@ -25,6 +25,18 @@ def need_shared(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny torch models: one thread is as fast as two and avoids OpenMP spin-waiting on a busy 2-core
+    machine. Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def demo_hest(tmp_path_factory) -> Path:
     """Four small synthetic sections (two patients) in the HEST-1k layout."""
@@ -34,6 +46,18 @@ def demo_hest(tmp_path_factory) -> Path:
     for sample, patient in [("S1", "PA"), ("S2", "PA"), ("S3", "PB"), ("S4", "PB")]:
         make_section(sample, patient, root, width_um=900, height_um=700, n_genes=60)
     return root
+
+
+def write_config(workdir: Path, config: dict, **overrides) -> Path:
+    """Write ``config`` to workdir/config.yaml after applying overrides (dicts merge one level deep)."""
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key].update(value)
+        else:
+            config[key] = value
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
 
 
 def tiny_config(workdir: Path, samples: list[tuple[str, str]], **overrides) -> Path:
@@ -50,14 +74,7 @@ def tiny_config(workdir: Path, samples: list[tuple[str, str]], **overrides) -> P
     # only the cheap ridge head from config.yaml: the neural heads have their own pipeline tests
     # (tests/test_heads_pipeline.py); pass heads=... to add some
     config["heads"] = {"ridge": config["heads"]["ridge"]}
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
-            config[key].update(value)
-        else:
-            config[key] = value
-    path = workdir / "config.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    return write_config(workdir, config, **overrides)
 
 
 def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:

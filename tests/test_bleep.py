@@ -10,13 +10,7 @@ from genedml.metrics import nanmean, pearson_per_gene
 from test_torch_head import synthetic_section
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread avoids OpenMP spin-waiting on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_knn_returns_the_matched_spots_expression():

@@ -22,15 +22,7 @@ from genedml.train import train_fold
 SECTIONS = [("S1", "PA"), ("S2", "PA"), ("S3", "PB"), ("S4", "PB"), ("S5", "PC")]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is as fast as two and far less sensitive to a busy machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,7 @@ TINY = {"size": "small", "encoder_dim": 16, "proj_dim": 16, "neighbour_heads": 2
         "predictor_dropout": 0.0, "k": 3, "batch_size": 32, "epochs": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is as fast as two and far less sensitive to a busy machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy_section(name, rng, n=40, d=12, g=5, masked=0.2):

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, SHARED, need_shared, planned_jobs, snakemake
+from conftest import REPO, SHARED, need_shared, planned_jobs, snakemake, write_config
 from genedml.datasets import (gene_list_path, reference_folds, sample_sheet, sections, symbol_fixes)
 from genedml.errors import InputError
 from genedml.folds import make_folds, resolve_fold_table
@@ -155,14 +155,7 @@ def _abs_shared_config(workdir, **overrides):
     assert (REPO / config["data"]["legacy_st_dir"]).resolve() == (SHARED / "data" / "her2st").resolve()
     config["data"]["legacy_st_dir"] = str((REPO / config["data"]["legacy_st_dir"]).resolve())
     config["folds"]["table"] = str(REPO / config["folds"]["table"])
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
-            config[key].update(value)
-        else:
-            config[key] = value
-    path = workdir / "config.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    return write_config(workdir, config, **overrides)
 
 
 def test_shared_config_plans_the_whole_run(tmp_path):
