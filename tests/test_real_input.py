@@ -198,8 +198,9 @@ def test_sample_sheet_naming_missing_samples_fails_before_running(tmp_path):
 @pytest.mark.pipeline
 def test_small_real_run_from_legacy_files(tmp_path):
     """Crops of B4 and C2 through rules sample_sheet and import_st, the reference HER2ST folds (leave one
-    patient out, restricted to B and C) and the ridge head, to summary.tsv (real tissue; random-init encoder
-    at tiny tiles, so the numbers mean nothing)."""
+    patient out, restricted to B and C) and the ridge head, to summary.tsv and the report, which must render
+    in Chromium (real tissue; random-init encoder at tiny tiles, so the numbers mean nothing). The full-size
+    run of the four sections is the opt-in test_report.py::test_her2st_report_renders_in_chromium."""
     from real_crops import make_legacy_crop
 
     src = need_shared("her2st", "ST-imgs").parent
@@ -212,7 +213,7 @@ def test_small_real_run_from_legacy_files(tmp_path):
     config = yaml.safe_load(cfg.read_text())
     config["data"]["legacy_st_dir"] = str(legacy)
     cfg.write_text(yaml.safe_dump(config, sort_keys=False))
-    snakemake(tmp_path, cfg, "--cores", "2", "results/metrics/summary.tsv")
+    snakemake(tmp_path, cfg, "--cores", "2", "results/metrics/summary.tsv", "results/report.md")
     res = tmp_path / "results"
     assert pd.read_csv(res / "samples.tsv", sep="\t")["hest_id"].tolist() == ["SPA145", "SPA141"]
     meta = json.loads((res / "import/hest/metadata/C2.json").read_text())
@@ -226,3 +227,16 @@ def test_small_real_run_from_legacy_files(tmp_path):
     summary = pd.read_csv(res / "metrics/summary.tsv", sep="\t")
     assert (summary["target_recipe"] == "reference").all()
     assert len(pd.read_csv(res / "genes/genes.tsv", sep="\t")) == 250
+    # the report of the real run in a real browser: the thumbnail-backed maps of both sections load, Table 1
+    # puts this run beside the published rows, and the per-section table lists the held-out sections
+    from test_report import browse_report, check_screenshot
+
+    seen, shot = browse_report(res / "report", tmp_path)
+    assert len(seen["images"]) == 1 + 2  # the PCC distribution + one spatial map a section
+    assert all(i["complete"] and i["width"] > 0 for i in seen["images"]), seen["images"]
+    assert seen["thisRun"] == 1 and seen["published"] == 30
+    assert seen["tables"]["per-section-ridge"] == 2 and seen["tables"]["folds"] == 2
+    scores = json.loads((res / "figures/ridge/spatial_pcc.json").read_text())
+    assert sorted(scores["sections"]) == ["B4", "C2"] and scores["genes"] == ["GNAS", "FASN", "ERBB2"]
+    check_screenshot(shot)
+
