@@ -171,6 +171,23 @@ def test_shared_config_plans_the_whole_run(tmp_path):
     assert [c for c in commands if "--mpp 0.7" in c] == [c for c in commands if "--section C2 " in c]
 
 
+def test_overlay_config_runs_only_its_heads(tmp_path):
+    """As a user runs it from the repository root: config.yaml (six demo heads) under the HER2ST overlay,
+    whose `run_heads` keeps ridge alone; the baseline overlay adds its heads; an unknown name fails."""
+    need_shared("her2st", "ST-imgs")
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")  # what the Snakefile's `configfile:` loads
+    (tmp_path / "her2st").mkdir()
+    her2st = _abs_shared_config(tmp_path / "her2st")
+    jobs = planned_jobs(snakemake(tmp_path, tmp_path / "config.yaml", str(her2st), "-n"))
+    assert jobs["train"] == 4 and "gene_semantics" not in jobs  # ridge only, 4 folds
+    baselines = REPO / "workflow/configs/baseline-heads-cpu.yaml"
+    jobs = planned_jobs(snakemake(tmp_path, tmp_path / "config.yaml", str(her2st), str(baselines), "-n"))
+    assert jobs["train"] == 7 * 4 and jobs["gene_semantics"] == 1
+    bad = write_config(tmp_path / "her2st", yaml.safe_load(her2st.read_text()), run_heads=["ridge", "ridg"])
+    proc = snakemake(tmp_path, tmp_path / "config.yaml", str(bad), "-n", check=False)
+    assert proc.returncode != 0 and "run_heads names ['ridg']" in proc.stdout + proc.stderr
+
+
 def test_sample_sheet_naming_missing_samples_fails_before_running(tmp_path):
     need_shared("her2st", "ST-imgs")
     # a registry list naming a section the dataset does not have

@@ -12,6 +12,16 @@ from genedml.hest import SamplePaths
 from genedml.predict import predict_plan
 
 
+def select_heads(heads, keep):
+    """The `heads` mapping restricted to `keep` (config `run_heads`; None keeps every head), in keep's order."""
+    if not keep:
+        return heads
+    unknown = [h for h in keep if h not in heads]
+    if unknown:
+        raise ValueError(f"run_heads names {unknown}, which are not under `heads` ({', '.join(heads)})")
+    return {h: heads[h] for h in keep}
+
+
 validate(config, schema="../schemas/config.schema.yaml")
 
 # The sample sheet: the TSV named by `samples`, or built from genedml's dataset registry (`dataset` plus a
@@ -23,6 +33,9 @@ for _, _row in SHEET.iterrows():
 SAMPLES = SHEET["sample"].tolist()
 PATIENT = dict(zip(SHEET["sample"], SHEET["patient"]))
 ENCODER = config["encoder"]["name"]
+# An overlay config (--configfile) cannot remove config.yaml's heads, as Snakemake merges mappings key by
+# key; `run_heads` names the heads to keep. Pruning config["heads"] keeps every later use consistent.
+config["heads"] = select_heads(config["heads"], config.get("run_heads"))
 HEADS = list(config["heads"])
 DEMO_DIR = "results/demo/hest"
 # Sections to predict with the trained heads (config `predict`; see predict.smk): no counts needed.
