@@ -15,11 +15,24 @@ from pathlib import Path
 from typing import Iterator
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Remove a file, link or folder if it exists."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def move_into_place(tmp: Path, final: Path) -> None:
+    """Rename the finished ``tmp`` to ``final``; an existing ``final`` is moved aside first and then removed,
+    so at every moment ``final`` is either the old complete output or the new one."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        remove_path(old)
+    else:
+        os.replace(tmp, final)
 
 
 @contextlib.contextmanager
@@ -40,15 +53,9 @@ def atomic_path(final: str | os.PathLike, overwrite: bool = True) -> Iterator[Pa
         yield tmp
         if not tmp.exists():
             raise RuntimeError(f"nothing was written to the temporary path for {final}")
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            _remove(old)
-        else:
-            os.replace(tmp, final)
+        move_into_place(tmp, final)
     except BaseException:
-        _remove(tmp)
+        remove_path(tmp)
         raise
 
 

@@ -25,10 +25,8 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +37,7 @@ from .encoders import Encoder
 from .errors import InputError
 from .features import CHUNK_BYTES, FORMAT_VERSION, StoreLayout, create_store
 from .tiling import Geometry, nodes_per_block
+from .atomic import move_into_place, remove_path
 
 log = logging.getLogger(__name__)
 
@@ -457,23 +456,6 @@ def _open_partial(path: Path, fingerprint: str, n_units: int):
         return None
 
 
-def _remove_tree(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
-def _finalise(tmp: Path, final: Path) -> None:
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        _remove_tree(old)
-    else:
-        os.replace(tmp, final)
-
-
 def token_count(encoder: Encoder, tile_px: int, device: str) -> int:
     """Output tokens per tile (197 for a ViT/16 at 224 px); an error when the encoder has no token output."""
     import torch
@@ -532,13 +514,13 @@ def embed_sample(
     for stale in out.parent.glob(f"{stem}.partial-*") if out.parent.exists() else []:
         if stale != tmp:  # a partial store of other settings: it can never be resumed
             log.info("removing stale partial store %s", stale)
-            _remove_tree(stale)
+            remove_path(stale)
     opened = _open_partial(tmp, fingerprint, len(units))
     if opened is not None:
         store, done = opened
         log.info("%s: resuming %s (%d of %d units already written)", g.sample, tmp, int(done.sum()), len(units))
     else:
-        _remove_tree(tmp)
+        remove_path(tmp)
         out.parent.mkdir(parents=True, exist_ok=True)
         store = create_store(tmp, layout, {"fingerprint": fingerprint, "units": len(units), "complete": False})
         store.create_array("progress", shape=(len(units),), chunks=(1,), dtype="bool", fill_value=False)
@@ -624,7 +606,7 @@ def embed_sample(
     store.attrs.update(facts)
     del store["progress"]
     store.attrs["complete"] = True
-    _finalise(tmp, out)
+    move_into_place(tmp, out)
     log.info("%s: %d spots, %d encoder calls this run (%d in the store), %.1f s (%.1f tiles/s)",
              g.sample, g.n_spots, calls, planned_calls, wall, calls / max(wall, 1e-9))
     return facts

@@ -183,12 +183,14 @@ def test_mini_crop_imports(legacy, tmp_path, capsys):
     assert json.loads((tmp_path / "out/metadata/C3.json").read_text())["pixel_size_um_source"] == "configured"
 
 
-def test_truncated_jpeg(legacy, tmp_path, capsys):
-    jpg = legacy / "ST-imgs/C/C3/HE.jpg"
-    data = jpg.read_bytes()
-    jpg.write_bytes(data[: len(data) // 2])
+@pytest.mark.parametrize("name,needle", [("ST-imgs/C/C3/HE.jpg", "truncated"),
+                                         ("ST-cnts/C3.tsv.gz", "cannot read the counts table")])
+def test_truncated_file(legacy, tmp_path, capsys, name, needle):
+    path = legacy / name
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
     code, err = import_st(capsys, legacy, tmp_path / "out")
-    assert_failed_cleanly(code, err, tmp_path / "out", "'C3'", jpg, "truncated")
+    assert_failed_cleanly(code, err, tmp_path / "out", "'C3'", path, needle)
 
 
 def test_image_that_is_not_a_jpeg(legacy, tmp_path, capsys):
@@ -233,14 +235,6 @@ def test_duplicate_barcodes(legacy, tmp_path, capsys):
     path = _edit_counts(legacy, lambda f: pd.concat([f, f.iloc[:1]]))
     code, err = import_st(capsys, legacy, tmp_path / "out")
     assert_failed_cleanly(code, err, tmp_path / "out", "'C3'", path, "duplicate barcodes")
-
-
-def test_truncated_counts_file(legacy, tmp_path, capsys):
-    path = legacy / "ST-cnts/C3.tsv.gz"
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    code, err = import_st(capsys, legacy, tmp_path / "out")
-    assert_failed_cleanly(code, err, tmp_path / "out", "'C3'", path, "cannot read the counts table")
 
 
 def test_spots_outside_the_image(legacy, tmp_path, capsys):

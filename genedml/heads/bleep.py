@@ -36,14 +36,12 @@ def bleep_loss(img, expr, temperature: float = 1.0, normalize: bool = False):
     """BLEEP's soft-target contrastive loss between paired image and expression embeddings (B, d)."""
     import torch.nn.functional as F
 
+    from ..models.losses import soft_target_loss  # Gene-DML's instance-level loss is BLEEP's
+
     img, expr = img.float(), expr.float()
     if normalize:
         img, expr = F.normalize(img, dim=-1), F.normalize(expr, dim=-1)
-    logits = expr @ img.T / temperature
-    targets = F.softmax(((img @ img.T) + (expr @ expr.T)) / 2 / temperature, dim=-1)
-    expr_loss = -(targets * F.log_softmax(logits, dim=-1)).sum(1)
-    img_loss = -(targets.T * F.log_softmax(logits.T, dim=-1)).sum(1)
-    return ((expr_loss + img_loss) / 2).mean()
+    return soft_target_loss(img, expr, temperature)
 
 
 def knn_predict(query, keys, values, k: int, aggregate: str = "mean", temperature: float = 1.0):

@@ -52,14 +52,11 @@ def inverse_loss_weights(losses):
 
 def clip_loss(a, b, tau: float):
     """Symmetric InfoNCE between paired rows of ``a`` and ``b`` (L2-normalised here), temperature ``tau``."""
-    import torch
     import torch.nn.functional as F
 
-    a = F.normalize(a.float(), dim=-1)
-    b = F.normalize(b.float(), dim=-1)
-    logits = a @ b.T / tau
-    target = torch.arange(a.shape[0], device=a.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    from ..models import losses
+
+    return losses.clip_loss(F.normalize(a.float(), dim=-1), F.normalize(b.float(), dim=-1), tau)
 
 
 def distilled_mse(fused, intermediates, y, lam: float):
