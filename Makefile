@@ -42,7 +42,7 @@ test: $(STAMP)
 
 # Separate from `make test` because it installs system packages and starts daemons (stopped at the end).
 test-slurm: $(STAMP)
-	GENEDML_TEST_SLURM=1 $(BIN)/python -m pytest -q -rs $(PYTEST_ARGS) tests/test_slurm.py
+	GENEDML_TEST_SLURM=1 $(BIN)/python -m pytest -q -rs $(PYTEST_ARGS) tests/workflow/test_slurm.py
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

@@ -41,10 +41,10 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING)
     import torch
 
-    from genedml.folds import read_folds
+    from genedml.study.folds import read_folds
     from genedml.heads import head_class
-    from genedml.metrics import nanmean, pearson_per_gene
-    from genedml.train import load_section
+    from genedml.evaluation.metrics import nanmean, pearson_per_gene
+    from genedml.heads.train import load_section
 
     if a.threads:
         torch.set_num_threads(a.threads)

@@ -87,9 +87,9 @@ def _embed_mode_child(job: dict, queue) -> None:
     try:
         import torch
 
-        from .embed import embed_sample
-        from .encoders import build_encoder
-        from .tiling import Geometry
+        from genedml.tiles.embed import embed_sample
+        from genedml.tiles.encoders import build_encoder
+        from genedml.tiles.geometry import Geometry
 
         logging.basicConfig(level=logging.WARNING)
         if job["threads"]:
@@ -218,7 +218,7 @@ def measure_chunks(values: np.ndarray, workdir: Path, repeats: int = 3) -> dict:
     """Seconds to load a whole (sample-sized) array for several chunk sizes, with the chosen codec."""
     import zarr
 
-    from .features import embedding_codecs
+    from genedml.tiles.features import embedding_codecs
 
     values = np.ascontiguousarray(values, dtype=np.float16)
     row_bytes = values[0].nbytes
@@ -245,7 +245,7 @@ def measure_chunks(values: np.ndarray, workdir: Path, repeats: int = 3) -> dict:
 
 
 def _prepare_her2st(root: Path, sections: list[str], hest_dir: Path) -> list[str]:
-    from .legacy_st import LegacyFiles, import_section
+    from genedml.io.legacy_st import LegacyFiles, import_section
 
     for section in sections:
         if not (hest_dir / "wsis" / f"{section}.tif").exists():
@@ -256,7 +256,7 @@ def _prepare_her2st(root: Path, sections: list[str], hest_dir: Path) -> list[str
 
 
 def _prepare_visium(hest_dir: Path, size_um: tuple[float, float], mpp: float) -> list[str]:
-    from .demo import make_section
+    from genedml.io.demo import make_section
 
     sample = f"VISIUM_DEMO_{int(size_um[0])}x{int(size_um[1])}um"
     if not (hest_dir / "wsis" / f"{sample}.tif").exists():
@@ -266,7 +266,7 @@ def _prepare_visium(hest_dir: Path, size_um: tuple[float, float], mpp: float) ->
 
 
 def _tiles(spec_json: dict, mode: str, stride: float, offset):
-    from .tiling import TileSpec
+    from genedml.tiles.geometry import TileSpec
 
     cfg = dict(spec_json)
     cfg.update({"neighbour_mode": mode, "grid_stride": stride, "grid_offset": offset})
@@ -275,8 +275,8 @@ def _tiles(spec_json: dict, mode: str, stride: float, offset):
 
 
 def bench_embed(a) -> dict:
-    from .hest import SamplePaths
-    from .tiling import tile_sample
+    from genedml.io.hest import SamplePaths
+    from genedml.tiles.geometry import tile_sample
 
     work = Path(a.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -344,7 +344,7 @@ def bench_embed(a) -> dict:
             "chunk_sizes": measure_chunks(values, work),
         }
     out_path = Path(a.out)
-    from .atomic import write_json
+    from genedml.atomic import write_json
 
     write_json(out_path, result)
     print_table(result)

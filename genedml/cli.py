@@ -9,8 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
-from .errors import InputError
+from genedml import __version__
+from genedml.errors import InputError
 
 log = logging.getLogger("genedml")
 
@@ -42,15 +42,15 @@ def _set_threads(threads: int | None) -> None:
 
 
 def cmd_demo_data(a):
-    from .demo import make_section
+    from genedml.io.demo import make_section
 
     make_section(a.sample, a.patient, a.out_dir, seed=a.seed, n_genes=a.n_genes,
                  width_um=a.width_um, height_um=a.height_um, mpp=a.mpp)
 
 
 def cmd_tile(a):
-    from .hest import SamplePaths
-    from .tiling import TileSpec, parse_grid_offset, tile_sample
+    from genedml.io.hest import SamplePaths
+    from genedml.tiles.geometry import TileSpec, parse_grid_offset, tile_sample
 
     paths = SamplePaths(a.sample, Path(a.slide), Path(a.st), Path(a.metadata)) if a.slide else \
         SamplePaths.in_hest_dir(a.hest_dir, a.sample)
@@ -66,9 +66,9 @@ def cmd_tile(a):
 
 
 def cmd_embed(a):
-    from .embed import embed_sample
-    from .encoders import build_encoder
-    from .tiling import Geometry
+    from genedml.tiles.embed import embed_sample
+    from genedml.tiles.encoders import build_encoder
+    from genedml.tiles.geometry import Geometry
 
     _set_threads(a.threads)
     geometry = Geometry.load(a.geometry)
@@ -79,8 +79,8 @@ def cmd_embed(a):
 
 
 def cmd_genes(a):
-    from .atomic import write_tsv
-    from .genes import select_genes
+    from genedml.atomic import write_tsv
+    from genedml.study.genes import select_genes
 
     st = dict(zip(a.samples, a.st)) if a.samples else {Path(p).stem: p for p in a.st}
     genes, table = select_genes(st, n_top=a.n_top, gene_list=a.gene_list, min_spot_fraction=a.min_spot_fraction,
@@ -92,7 +92,7 @@ def cmd_genes(a):
 def cmd_targets(a):
     import pandas as pd
 
-    from .targets import build_sample_targets
+    from genedml.study.targets import build_sample_targets
 
     genes = pd.read_csv(a.genes, sep="\t")["gene"].tolist()
     build_sample_targets(a.st, a.sample, genes, a.recipe, a.out)
@@ -102,7 +102,7 @@ def cmd_targets(a):
 def cmd_gene_semantics(a):
     import pandas as pd
 
-    from .gene_semantics import write_gene_semantics
+    from genedml.study.gene_semantics import write_gene_semantics
 
     _set_threads(a.threads)
     genes = pd.read_csv(a.genes, sep="\t")["gene"].astype(str).tolist()
@@ -111,10 +111,10 @@ def cmd_gene_semantics(a):
 
 
 def cmd_folds(a):
-    from .atomic import write_tsv
-    from .folds import make_folds, read_sample_sheet
+    from genedml.atomic import write_tsv
+    from genedml.study.folds import make_folds, read_sample_sheet
 
-    from .folds import resolve_fold_table
+    from genedml.study.folds import resolve_fold_table
 
     sheet = read_sample_sheet(a.sheet)
     scheme, table = resolve_fold_table(a.scheme, a.table, sheet, a.dataset, a.reference_set)
@@ -126,7 +126,7 @@ def cmd_folds(a):
 
 
 def cmd_import_st(a):
-    from .legacy_st import LegacyFiles, import_section
+    from genedml.io.legacy_st import LegacyFiles, import_section
 
     section = a.section or a.sample
     if a.counts or a.spots or a.image:
@@ -142,8 +142,8 @@ def cmd_import_st(a):
 
 
 def cmd_sample_sheet(a):
-    from .atomic import write_tsv
-    from .datasets import hest_samples_present, legacy_sections_present, sample_sheet
+    from genedml.atomic import write_tsv
+    from genedml.io.datasets import hest_samples_present, legacy_sections_present, sample_sheet
 
     naming = "section" if a.source == "legacy_st" else "hest_id"
     available = None
@@ -165,7 +165,7 @@ def _sample_paths(pairs: list[str]) -> dict:
 
 def cmd_train(a):
     _passive_openmp_waits()
-    from .train import train_fold
+    from genedml.heads.train import train_fold
 
     _set_threads(a.threads)
     train_fold(a.head, a.params, a.folds, a.fold, _sample_paths(a.features), _sample_paths(a.targets),
@@ -174,7 +174,7 @@ def cmd_train(a):
 
 def cmd_predict(a):
     _passive_openmp_waits()
-    from .predict import predict_sample
+    from genedml.heads.predict import predict_sample
 
     _set_threads(a.threads)
     predict_sample(a.head, a.models, a.sample, a.features, a.out, reference_features=a.reference_features,
@@ -182,39 +182,39 @@ def cmd_predict(a):
 
 
 def cmd_evaluate(a):
-    from .evaluate import evaluate_head
+    from genedml.evaluation.evaluate import evaluate_head
 
     evaluate_head(a.head, a.predictions, a.out_dir, n_top=a.n_top, recipe=a.recipe, export_dir=a.export_dir,
                   thumbnails=_sample_paths(a.thumbnails or []))
 
 
 def cmd_summarize(a):
-    from .evaluate import combine_summaries
+    from genedml.evaluation.evaluate import combine_summaries
 
     combine_summaries(a.summaries, a.out)
 
 
 def cmd_thumbnail(a):
-    from .thumbnails import make_thumbnail
+    from genedml.evaluation.thumbnails import make_thumbnail
 
     make_thumbnail(a.sample, a.slide, a.geometry, a.metadata, a.out_image, a.out_json, max_px=a.max_px)
 
 
 def cmd_figures(a):
-    from .figures import head_spatial_figures
+    from genedml.evaluation.figures import head_spatial_figures
 
     head_spatial_figures(a.head, _sample_paths(a.exports), _sample_paths(a.thumbnails), a.genes, a.spatial_genes,
                          a.out_dir)
 
 
 def cmd_figures_overview(a):
-    from .figures import overview_figures
+    from genedml.evaluation.figures import overview_figures
 
     overview_figures(a.heads, a.metrics_dir, a.out_dir)
 
 
 def cmd_report(a):
-    from .report import build_report
+    from genedml.report.build import build_report
 
     build_report(a.results_dir, a.heads, a.sheet, a.recipe, a.features, a.site_dir, a.markdown,
                  config_facts=a.config_facts, n_top=a.n_top)
@@ -412,13 +412,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("bench", help="benchmarks (ratios measured in one run); see genedml bench embed --help")
     bench = s.add_subparsers(dest="bench", required=True)
-    from .bench import add_bench_parsers
+    from genedml.bench import add_bench_parsers
 
     add_bench_parsers(bench)
 
     s = sub.add_parser("profile", help="Snakemake profiles: `genedml profile install cluster --partition P`")
     profile = s.add_subparsers(dest="profile", required=True)
-    from .profile import add_profile_parsers
+    from genedml.pipeline.profile import add_profile_parsers
 
     add_profile_parsers(profile)
     return p

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from .base import Head, Section
-from .bleep import BLEEPHead
-from .dkan import DKANHead
-from .genedml import GeneDMLHead
-from .ridge import RidgeHead
-from .stnet import STNetHead
-from .triplex import TriplexHead
+from genedml.heads.base import Head, Section
+from genedml.heads.bleep import BLEEPHead
+from genedml.heads.dkan import DKANHead
+from genedml.heads.gene_dml import GeneDMLHead
+from genedml.heads.ridge import RidgeHead
+from genedml.heads.stnet import STNetHead
+from genedml.heads.triplex import TriplexHead
 
 HEADS: dict[str, type[Head]] = {"ridge": RidgeHead, "stnet": STNetHead}
 HEADS.update({"dkan": DKANHead, "bleep": BLEEPHead})

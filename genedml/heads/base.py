@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..features import SampleFeatures
+from genedml.tiles.features import SampleFeatures
 
 
 @dataclass

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import logging
 
-from .batch_views import (batch_views, check_input_norm, check_views, fit_input_norm, input_norm,
+from genedml.heads.inputs import (batch_views, check_input_norm, check_views, fit_input_norm, input_norm,
                           training_views)
-from .torch_head import Batch, TorchHead
+from genedml.heads.torch_head import Batch, TorchHead
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def bleep_loss(img, expr, temperature: float = 1.0, normalize: bool = False):
     """BLEEP's soft-target contrastive loss between paired image and expression embeddings (B, d)."""
     import torch.nn.functional as F
 
-    from ..models.losses import soft_target_loss  # Gene-DML's instance-level loss is BLEEP's
+    from genedml.networks.losses import soft_target_loss  # Gene-DML's instance-level loss is BLEEP's
 
     img, expr = img.float(), expr.float()
     if normalize:

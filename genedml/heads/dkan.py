@@ -2,7 +2,7 @@
 
 What is built here, on the cached (frozen-encoder) features:
 
-- **Gene queries.** One text embedding per gene (``genedml.gene_semantics``: a local sentence model over the
+- **Gene queries.** One text embedding per gene (``genedml.study.gene_semantics``: a local sentence model over the
   gene symbol, or over a user-supplied description) -> linear to ``dim`` -> a small transformer over the G
   gene tokens (gene-gene self-attention). ``gene_queries: learned`` replaces the text vectors by free
   per-gene parameters (the "no gene semantics" ablation).
@@ -34,8 +34,8 @@ from __future__ import annotations
 import logging
 import math
 
-from .batch_views import check_input_norm, fit_input_norm, input_norm, section_groups
-from .torch_head import Batch, TorchHead
+from genedml.heads.inputs import check_input_norm, fit_input_norm, input_norm, section_groups
+from genedml.heads.torch_head import Batch, TorchHead
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def clip_loss(a, b, tau: float):
     """Symmetric InfoNCE between paired rows of ``a`` and ``b`` (L2-normalised here), temperature ``tau``."""
     import torch.nn.functional as F
 
-    from ..models import losses
+    from genedml.networks import losses
 
     return losses.clip_loss(F.normalize(a.float(), dim=-1), F.normalize(b.float(), dim=-1), tau)
 
@@ -251,7 +251,7 @@ class DKANHead(TorchHead):
         self.semantics_meta: dict = {}
 
     def _load_gene_text(self, genes: list[str]) -> None:
-        from ..gene_semantics import BUNDLED_MODEL, embed_texts, read_gene_semantics
+        from genedml.study.gene_semantics import BUNDLED_MODEL, embed_texts, read_gene_semantics
 
         path = self.params.get("gene_embeddings")
         if path:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..metrics import nanmean, pearson_per_gene
-from .base import Head, Section, spot_features
+from genedml.evaluation.metrics import nanmean, pearson_per_gene
+from genedml.heads.base import Head, Section, spot_features
 
 
 class RidgeHead(Head):

@@ -14,9 +14,9 @@ after the first.
 
 from __future__ import annotations
 
-from .batch_views import (batch_views, check_input_norm, check_views, fit_input_norm, input_norm,
+from genedml.heads.inputs import (batch_views, check_input_norm, check_views, fit_input_norm, input_norm,
                           training_views)
-from .torch_head import Batch, TorchHead
+from genedml.heads.torch_head import Batch, TorchHead
 
 
 def hidden_widths(hidden) -> list[int]:

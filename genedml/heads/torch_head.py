@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..metrics import nanmean, pearson_per_gene
-from .base import Head, Section
+from genedml.evaluation.metrics import nanmean, pearson_per_gene
+from genedml.heads.base import Head, Section
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class SectionTensors:
         if self._coords is None:
             import torch
 
-            from ..models.encoders import grid_positions
+            from genedml.networks.context import grid_positions
 
             self._coords = torch.as_tensor(grid_positions(self.array_coords, self.spatial, self.sample),
                                            dtype=torch.long, device=self.local.device)

@@ -10,9 +10,9 @@ distillation). Prediction is the fused output.
 
 from __future__ import annotations
 
-from ..models import presets
-from .genedml import _check_choice, _train_locals, set_output_bias
-from .torch_head import TRAIN_DEFAULTS, Batch, TorchHead
+from genedml.heads import presets
+from genedml.heads.gene_dml import _check_choice, _train_locals, set_output_bias
+from genedml.heads.torch_head import TRAIN_DEFAULTS, Batch, TorchHead
 
 
 class TriplexHead(TorchHead):
@@ -25,7 +25,7 @@ class TriplexHead(TorchHead):
             _check_choice(key, self.params[key])
 
     def build_model(self, dims: dict):
-        from ..models.triplex import Triplex
+        from genedml.networks.triplex_net import Triplex
 
         return Triplex(self.params, dims)
 
@@ -35,7 +35,7 @@ class TriplexHead(TorchHead):
         model.image.set_input_stats(_train_locals(train))
 
     def loss(self, model, batch: Batch, epoch: int):
-        from ..models.losses import self_distillation_loss
+        from genedml.networks.losses import self_distillation_loss
 
         out = model.outputs(batch)
         fused = out.pop("fused").float()

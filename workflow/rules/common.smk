@@ -6,10 +6,10 @@ import re
 import pandas as pd
 from snakemake.utils import validate
 
-from genedml.datasets import config_sample_sheet
-from genedml.folds import make_folds, resolve_fold_table
-from genedml.hest import SamplePaths
-from genedml.predict import predict_plan
+from genedml.io.datasets import config_sample_sheet
+from genedml.study.folds import make_folds, resolve_fold_table
+from genedml.io.hest import SamplePaths
+from genedml.heads.predict import predict_plan
 
 
 def select_heads(heads, keep):
@@ -170,7 +170,7 @@ def legacy_section(sample):
 
 
 def legacy_files(wildcards):
-    from genedml.legacy_st import LegacyFiles
+    from genedml.io.legacy_st import LegacyFiles
 
     files = LegacyFiles.find(LEGACY_DIR, legacy_section(wildcards.sample))
     return {"counts": str(files.counts), "spots": str(files.spots), "image": str(files.image)}

@@ -1,5 +1,5 @@
 # The report: slide thumbnails, figures, and results/report/index.html (+ Markdown) with everything beside it.
-from genedml.report import report_specs, sweep_params
+from genedml.report.build import report_specs, sweep_params
 
 HEAD_REPORT = report_specs(config["heads"])  # fails early, naming the head, on a bad `report:` key
 SWEEPS = sweep_params(HEAD_REPORT)

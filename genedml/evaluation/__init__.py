@@ -1,0 +1,1 @@
+"""Metrics, per-head evaluation, spatial figures and slide thumbnails."""

@@ -1,0 +1,93 @@
+"""Score a head's held-out predictions over all folds and export per-section predictions for scanpy.
+
+Writes, under ``out_dir``: ``per_section.tsv`` (every metric of every held-out section), ``per_fold.tsv``,
+``summary.tsv`` (mean ± std over folds), ``per_gene.tsv`` (per-fold PCC, mean PCC, mean rank, PCC(H)
+membership), ``per_gene_section.tsv`` (PCC of every gene in every section) and ``gene_sets.json``
+(the PCC(H) genes; each section's HEG and HVG genes). Exports, one ``{sample}.h5ad`` per section:
+X = prediction, ``layers['prediction']``, ``layers['truth']``, ``obsm['spatial']`` (level-0 px) and, given
+the slide thumbnails, ``uns['spatial'][sample]`` with a 'hires' image and scale factors, so that
+``sc.pl.spatial(adata, color=gene, layer='truth', library_id=sample)`` draws the spots on the H&E.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from genedml.atomic import atomic_path, write_json, write_tsv
+from genedml.errors import InputError
+from genedml.evaluation.metrics import SECTION_METRICS, evaluate_sections
+
+log = logging.getLogger(__name__)
+
+SUMMARY_METRICS = SECTION_METRICS
+
+
+def evaluate_head(head: str, prediction_files: list, out_dir, n_top: int = 50, recipe: str = "",
+                  export_dir=None, thumbnails: dict | None = None) -> pd.DataFrame:
+    """``thumbnails``: sample -> thumbnail JSON (``genedml thumbnail``); samples without one export no image."""
+    import anndata as ad
+
+    sections, genes = [], None
+    exports = []
+    seen = {}
+    for path in prediction_files:
+        pred = ad.read_h5ad(path)
+        genes = pred.var_names.tolist() if genes is None else genes
+        if pred.var_names.tolist() != genes:
+            raise InputError("gene list differs from the other folds' predictions", None, path)
+        if "truth" not in pred.layers:
+            raise InputError("predictions have no layers['truth']", None, path)
+        for sample in pd.unique(pred.obs["sample"]):
+            if sample in seen:
+                raise InputError(f"section is held out in two folds ({seen[sample]} and {path})", sample, path)
+            seen[sample] = path
+            part = pred[pred.obs["sample"] == sample]
+            fold = int(part.obs["fold"].iloc[0])
+            sections.append({"sample": sample, "fold": fold, "truth": np.asarray(part.layers["truth"]),
+                             "prediction": np.asarray(part.X)})
+            exports.append((sample, part))
+    res = evaluate_sections(sections, genes, n_top=n_top)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_tsv(out_dir / "per_section.tsv", res["per_section"])
+    write_tsv(out_dir / "per_fold.tsv", res["per_fold"])
+    write_tsv(out_dir / "per_gene.tsv", res["per_gene"])
+    write_tsv(out_dir / "per_gene_section.tsv", res["per_gene_section"])
+    summary = res["summary"]
+    summary.insert(0, "head", head)
+    summary["target_recipe"] = recipe
+    write_tsv(out_dir / "summary.tsv", summary)
+    write_json(out_dir / "gene_sets.json", {"n_top": n_top, "PCC_H": res["pcc_h_genes"],
+                                            "HEG": res["heg_genes"], "HVG": res["hvg_genes"]})
+    if export_dir is not None:
+        for sample, part in exports:
+            export_section(head, sample, part, Path(export_dir) / f"{sample}.h5ad",
+                           (thumbnails or {}).get(sample))
+    for _, row in summary.iterrows():
+        log.info("%s %s: %.4f ± %.4f over %d folds", head, row["metric"], row["mean"], row["std"], row["n_folds"])
+    return summary
+
+
+def export_section(head: str, sample: str, part, out, thumbnail_json=None) -> None:
+    """One held-out section as a scanpy-ready .h5ad (obs names = the section's own barcodes)."""
+    from genedml.evaluation.thumbnails import scanpy_spatial_uns
+
+    export = part.copy()
+    export.obs_names = export.obs["barcode"].astype(str).to_numpy()
+    export.layers["prediction"] = np.asarray(export.X, dtype=np.float32)
+    export.uns["genedml"] = {**dict(export.uns.get("genedml", {})), "head": head, "sample": sample}
+    if thumbnail_json is not None:
+        export.uns["spatial"] = {sample: scanpy_spatial_uns(thumbnail_json)}
+    with atomic_path(out) as tmp:
+        export.write_h5ad(tmp, compression="gzip")
+
+
+def combine_summaries(paths: list, out) -> pd.DataFrame:
+    frames = [pd.read_csv(p, sep="\t") for p in paths]
+    table = pd.concat(frames, ignore_index=True)
+    write_tsv(out, table)
+    return table

@@ -1,0 +1,104 @@
+"""Fit one head on one fold from cached features and targets; write held-out predictions.
+
+Outputs in the fold's folder: ``predictions.h5ad`` (test spots of every test section: X = prediction,
+``layers['truth']``, ``obs['sample']``, ``obsm['spatial']``), the head's model files and ``fold.json``
+(split, chosen hyper-parameters, timings).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from genedml.atomic import atomic_path, write_json
+from genedml.errors import InputError
+from genedml.tiles.features import load_features
+from genedml.study.folds import read_folds
+from genedml.heads import Section, head_class
+
+log = logging.getLogger(__name__)
+
+
+def load_section(sample: str, patient: str, features_path, targets_path=None) -> Section:
+    """Features plus (optionally) targets of one section, aligned on barcodes."""
+    import anndata as ad
+
+    feats = load_features(features_path, sample)
+    if targets_path is None:
+        return Section(sample, patient, feats, None, [])
+    tgt = ad.read_h5ad(targets_path)
+    index = pd.Index(feats.barcodes)
+    pos = index.get_indexer(tgt.obs_names)
+    if (pos < 0).any():
+        missing = tgt.obs_names[pos < 0][:3].tolist()
+        raise InputError(
+            f"{int((pos < 0).sum())} spots with targets have no features (e.g. {missing}); "
+            "were features and targets made from different files?", sample, features_path)
+    feats = feats.subset(pos)
+    return Section(sample, patient, feats, np.asarray(tgt.X, dtype=np.float32), tgt.var_names.tolist())
+
+
+def predictions_anndata(section: Section, prediction: np.ndarray, fold: int, head: str):
+    import anndata as ad
+
+    obs = pd.DataFrame({"sample": section.sample, "patient": section.patient, "fold": fold},
+                       index=pd.Index([f"{section.sample}:{b}" for b in section.features.barcodes], name="spot"))
+    obs["barcode"] = section.features.barcodes
+    out = ad.AnnData(X=prediction.astype(np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(section.genes, name="gene")))
+    if section.targets is not None:
+        out.layers["truth"] = section.targets.astype(np.float32)
+    out.layers["prediction"] = prediction.astype(np.float32)
+    out.obsm["spatial"] = section.features.spatial.astype(float)
+    out.obsm["array_coords"] = section.features.array_coords
+    out.uns["genedml"] = {"head": head, "fold": int(fold)}
+    return out
+
+
+def train_fold(head_name: str, head_cfg: dict, folds_path, fold: int, features: dict, targets: dict,
+               out_dir, seed: int = 0) -> dict:
+    """``features`` / ``targets``: sample -> path. Writes into ``out_dir`` atomically (as one folder)."""
+    import anndata as ad
+
+    folds = read_folds(folds_path)
+    plan = folds[folds["fold"] == fold]
+    if plan.empty:
+        raise InputError(f"fold {fold} is not in the fold table", None, folds_path)
+    t0 = time.perf_counter()
+
+    def sections(split):
+        rows = plan[plan["split"] == split]
+        return [load_section(r.sample, r.patient, features[r.sample], targets[r.sample]) for r in rows.itertuples()]
+
+    train, val, test = sections("train"), sections("val"), sections("test")
+    genes = train[0].genes
+    for s in train + val + test:
+        if s.genes != genes:
+            raise InputError("targets have a different gene list than the training sections", s.sample, targets[s.sample])
+    t_load = time.perf_counter() - t0
+    log.info("fold %d: %d train / %d val / %d test sections, %d genes (loaded in %.1f s)",
+             fold, len(train), len(val), len(test), len(genes), t_load)
+    cls = head_class(head_cfg.get("type", head_name))
+    head = cls({k: v for k, v in head_cfg.items() if k != "type"}, seed=seed)
+    t1 = time.perf_counter()
+    leaky = head_cfg.get("selection") == "test_fold"
+    facts = head.fit(train, val, test) if leaky else head.fit(train, val)
+    t_fit = time.perf_counter() - t1
+    preds = [predictions_anndata(s, head.predict(s), fold, head_name) for s in test]
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        head.save(tmp)
+        ad.concat(preds, merge="same", uns_merge="same").write_h5ad(tmp / "predictions.h5ad")
+        write_json(tmp / "fold.json", {
+            "head": head_name, "type": cls.kind, "fold": int(fold), "seed": seed,
+            "train": [s.sample for s in train], "val": [s.sample for s in val], "test": [s.sample for s in test],
+            "selection": "TEST fold (reference protocol, optimistic)" if leaky
+            else "inner validation split of training patients" if val else "none (no validation sections)",
+            "fit": facts, "load_s": round(t_load, 3), "fit_s": round(t_fit, 3), "genes": len(genes),
+        })
+    log.info("fold %d: fitted %s in %.1f s", fold, head_name, t_fit)
+    return facts

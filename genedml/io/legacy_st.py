@@ -1,0 +1,326 @@
+"""Convert a section of the legacy "ST" layout (the HER2ST repository, used by TRIPLEX and Gene-DML) to HEST-1k.
+
+Input (METHOD.md §1.2):
+- ``ST-cnts/{section}.tsv.gz``: spots x genes raw counts, first column the spot id ``"{x}x{y}"`` (array
+  coordinates), header row the gene symbols (first field empty);
+- ``ST-spotfiles/{section}_selection.tsv``: ``x, y, [new_x, new_y,] pixel_x, pixel_y, [selected]``, spot centres
+  in pixels of the full-resolution image;
+- ``ST-imgs/{patient}/{section}/*.jpg``: the full-resolution H&E image (no resolution tag).
+
+Output, as HEST ships a sample: ``wsis/{sample}.tif`` (pyramidal JPEG-tiled TIFF with the µm/px in its
+resolution tags), ``st/{sample}.h5ad`` (X = raw integer counts, obs index = ``"{x}x{y}"``, ``array_row`` = y,
+``array_col`` = x, ``obsm['spatial']`` = (pixel_x, pixel_y)) and ``metadata/{sample}.json``.
+
+The pixel size comes from the caller (config) or is estimated from the spot pitch: an affine fit of the
+pixel centres on the array coordinates gives pixels per grid step, and the grid step in µm is known
+(legacy ST: 200 µm on a square grid; Visium: 100 µm between neighbours on a hexagonal grid, where a column
+step is 50 µm and a row step 100·√3/2 µm). The estimate and its two axes are logged and recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from genedml.atomic import atomic_path, write_json
+from genedml.errors import InputError
+
+log = logging.getLogger(__name__)
+
+# (µm per array-column step, µm per array-row step, spot diameter µm, centre-to-centre pitch µm)
+TECHNOLOGIES = {
+    "st": {"name": "Spatial Transcriptomics", "col_um": 200.0, "row_um": 200.0, "spot_diameter": 100.0, "pitch": 200.0},
+    "visium": {"name": "Visium", "col_um": 50.0, "row_um": 100.0 * np.sqrt(3) / 2, "spot_diameter": 55.0, "pitch": 100.0},
+}
+PLAUSIBLE_MPP = (0.05, 50.0)
+
+
+@dataclass(frozen=True)
+class LegacyFiles:
+    section: str
+    counts: Path
+    spots: Path
+    image: Path
+
+    @classmethod
+    def find(cls, root: str | os.PathLike, section: str) -> "LegacyFiles":
+        """The three files of a section under a legacy-ST folder; errors name what is missing."""
+        root = Path(root)
+        counts = root / "ST-cnts" / f"{section}.tsv.gz"
+        spots = root / "ST-spotfiles" / f"{section}_selection.tsv"
+        for path, what in ((counts, "counts file"), (spots, "spot file")):
+            if not path.exists():
+                raise InputError(f"{what} not found", section, path)
+        images = sorted(root.glob(f"ST-imgs/*/{section}/*.jpg"))
+        if not images:
+            raise InputError("no H&E image (ST-imgs/<patient>/<section>/*.jpg) found", section, root / "ST-imgs")
+        if len(images) > 1:
+            raise InputError(f"{len(images)} images for one section ({', '.join(p.name for p in images)}); "
+                             "pass the image explicitly", section, images[0].parent)
+        return cls(section, counts, spots, images[0])
+
+
+def read_counts(path: str | os.PathLike, sample: str):
+    """(barcodes, genes, CSR int32 counts). Checks ids, numbers and raw-count values."""
+    import scipy.sparse as sp
+
+    from genedml.io.hest import check_raw_counts
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError("counts file not found", sample, path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt") as fh:
+            header = fh.readline().rstrip("\r\n").split("\t")
+        frame = pd.read_csv(path, sep="\t", header=None, skiprows=1, index_col=0, dtype={0: str}, low_memory=False)
+    except (OSError, EOFError, UnicodeDecodeError, pd.errors.ParserError, ValueError) as exc:
+        raise InputError(f"cannot read the counts table ({type(exc).__name__}: {exc})", sample, path) from exc
+    genes = header[1:]
+    if frame.empty or not genes:
+        raise InputError("counts table has no spots or no genes", sample, path)
+    if frame.shape[1] != len(genes):
+        raise InputError(f"header names {len(genes)} genes but rows have {frame.shape[1]} values", sample, path)
+    try:
+        values = frame.to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"counts table has non-numeric values ({exc})", sample, path) from exc
+    if np.isnan(values).any():
+        rows = frame.index[np.isnan(values).any(1)][:3].tolist()
+        raise InputError(f"counts table has empty or NaN values (spots {', '.join(map(str, rows))}); raw counts expected",
+                         sample, path)
+    check_raw_counts(values, sample, path)
+    barcodes = pd.Index(frame.index.astype(str).str.strip(), name="barcode")
+    dup = barcodes[barcodes.duplicated()].unique()
+    if len(dup):
+        raise InputError(f"{len(dup)} duplicate barcodes (spot ids), e.g. {', '.join(dup[:3])}", sample, path)
+    genes = pd.Index(genes)
+    dup_genes = genes[genes.duplicated()].unique().tolist()
+    if dup_genes:
+        log.warning("%s: gene symbols repeated in %s: %s; made unique with suffixes -1, -2, ...",
+                    sample, path, ", ".join(dup_genes[:10]))
+    return barcodes, genes, sp.csr_matrix(values.astype(np.int32))
+
+
+def read_spot_file(path: str | os.PathLike, sample: str) -> pd.DataFrame:
+    """Spot table indexed by ``"{x}x{y}"``: x, y, pixel_x, pixel_y (selected spots only when ``selected`` exists)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("spot file not found", sample, path)
+    try:
+        spots = pd.read_csv(path, sep="\t")
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"cannot read the spot file ({type(exc).__name__}: {exc})", sample, path) from exc
+    need = ["x", "y", "pixel_x", "pixel_y"]
+    missing = [c for c in need if c not in spots.columns]
+    if missing:
+        raise InputError(f"spot file lacks column(s) {', '.join(missing)} (needs {', '.join(need)})", sample, path)
+    for col in need + (["selected"] if "selected" in spots else []):
+        if not pd.api.types.is_numeric_dtype(spots[col]) or spots[col].isna().any():
+            raise InputError(f"spot file column {col!r} has empty or non-numeric values", sample, path)
+    if "selected" in spots:
+        spots = spots[spots["selected"] == 1]
+    if not np.all(np.equal(np.mod(spots[["x", "y"]].to_numpy(float), 1), 0)):
+        raise InputError("spot file columns x, y must be integer array coordinates", sample, path)
+    spots = spots.copy()
+    spots["x"] = spots["x"].astype(int)
+    spots["y"] = spots["y"].astype(int)
+    spots.index = pd.Index([f"{x}x{y}" for x, y in zip(spots["x"], spots["y"])], name="barcode")
+    dup = spots.index[spots.index.duplicated()].unique()
+    if len(dup):
+        raise InputError(f"spot file lists {len(dup)} spots twice, e.g. {', '.join(dup[:3])}", sample, path)
+    return spots
+
+
+def read_image(path: str | os.PathLike, sample: str) -> np.ndarray:
+    """Decode the whole H&E image as (H, W, 3) uint8; a truncated or unreadable file is an InputError."""
+    from PIL import Image, ImageFile, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError("image not found", sample, path)
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # another library may have switched this on; a cut file must fail here
+        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set; refusing to decode images silently padded")
+    Image.MAX_IMAGE_PIXELS = None  # whole-slide images are large on purpose
+    try:
+        with Image.open(path) as img:
+            img.load()
+            rgb = img.convert("RGB") if img.mode != "RGB" else img.copy()
+    except UnidentifiedImageError as exc:
+        raise InputError("not an image Pillow can read (expected a JPEG)", sample, path) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"image cannot be decoded, the file may be truncated ({exc})", sample, path) from exc
+    return np.asarray(rgb)
+
+
+def estimate_mpp(array_xy: np.ndarray, pixel_xy: np.ndarray, technology: str = "st") -> dict:
+    """µm per pixel from spot centres and their array coordinates (``array_xy`` = (column, row) steps).
+
+    Fits ``pixel = A @ array + t`` by least squares; the µm/px is ``sqrt(col_um * row_um / |det A|)`` (rotation
+    and flips do not matter), with the per-axis values ``col_um / |A col|`` and ``row_um / |A row|`` beside.
+    """
+    tech = TECHNOLOGIES[technology]
+    array_xy = np.asarray(array_xy, dtype=float)
+    pixel_xy = np.asarray(pixel_xy, dtype=float)
+    design = np.column_stack([array_xy, np.ones(len(array_xy))])
+    if len(array_xy) < 3 or np.linalg.matrix_rank(design) < 3:
+        raise ValueError("need at least 3 spots that are not on one line to fit the spot grid")
+    coef, *_ = np.linalg.lstsq(design, pixel_xy, rcond=None)
+    a = coef[:2]  # row 0: pixels per column step, row 1: pixels per row step
+    det = abs(np.linalg.det(a))
+    if det <= 0:
+        raise ValueError("spot centres do not follow the array coordinates (degenerate fit)")
+    residual = pixel_xy - design @ coef
+    return {
+        "mpp": float(np.sqrt(tech["col_um"] * tech["row_um"] / det)),
+        "mpp_columns": float(tech["col_um"] / np.linalg.norm(a[0])),
+        "mpp_rows": float(tech["row_um"] / np.linalg.norm(a[1])),
+        "pitch_um": tech["pitch"],
+        "technology": technology,
+        "n_spots": int(len(array_xy)),
+        "residual_px_rms": float(np.sqrt((residual**2).sum(1).mean())),
+    }
+
+
+def _outputs(out_dir: Path, sample: str) -> dict[str, Path]:
+    return {"slide": out_dir / "wsis" / f"{sample}.tif", "st": out_dir / "st" / f"{sample}.h5ad",
+            "metadata": out_dir / "metadata" / f"{sample}.json"}
+
+
+def import_section(files: LegacyFiles, out_dir: str | os.PathLike, sample: str | None = None,
+                   patient: str | None = None, dataset: str | None = None, mpp: float | None = None,
+                   technology: str = "st", quality: int = 90, overwrite: bool = False) -> dict:
+    """Convert one legacy-ST section into ``out_dir`` in the HEST-1k layout; returns the metadata written.
+
+    Everything is read and checked before anything is written; the three outputs are written under
+    temporary names and renamed together, so a failure leaves none of them.
+    """
+    import anndata as ad
+
+    from genedml import __version__
+    from genedml.io.tiff import write_pyramidal_tiff
+
+    if technology not in TECHNOLOGIES:
+        raise InputError(f"unknown technology {technology!r}; choose one of {', '.join(TECHNOLOGIES)}")
+    sample = sample or files.section
+    outputs = _outputs(Path(out_dir), sample)
+    existing = [str(p) for p in outputs.values() if p.exists()]
+    if existing and not overwrite:
+        raise InputError(f"output exists ({', '.join(existing)}); pass --overwrite to replace it", sample, existing[0])
+
+    log.info("%s: reading counts %s", sample, files.counts)
+    barcodes, genes, counts = read_counts(files.counts, sample)
+    spots = read_spot_file(files.spots, sample)
+    common = barcodes[barcodes.isin(spots.index)]
+    only_counts = barcodes[~barcodes.isin(spots.index)]
+    only_spots = spots.index[~spots.index.isin(barcodes)]
+    if only_counts.size:
+        log.warning("%s: %d spots have counts but no position in %s (dropped), e.g. %s", sample, only_counts.size,
+                    files.spots, ", ".join(only_counts[:3]))
+    if only_spots.size:
+        log.info("%s: %d selected spots of the spot file have no counts (dropped), e.g. %s", sample, only_spots.size,
+                 ", ".join(only_spots[:3]))
+    if common.empty:
+        raise InputError(f"no spot id of the counts table ({', '.join(barcodes[:3])}, ...) is in the spot file "
+                         f"({', '.join(spots.index[:3])}, ...)", sample, files.spots)
+    counts = counts[barcodes.get_indexer(common)]
+    spots = spots.loc[common]
+    pixel = spots[["pixel_x", "pixel_y"]].to_numpy(float)
+
+    log.info("%s: decoding image %s", sample, files.image)
+    image = read_image(files.image, sample)
+    height, width = image.shape[:2]
+    outside = (pixel[:, 0] < 0) | (pixel[:, 1] < 0) | (pixel[:, 0] >= width) | (pixel[:, 1] >= height)
+    if outside.any():
+        idx = np.flatnonzero(outside)[:3]
+        ex = ", ".join(f"{common[i]} at ({pixel[i, 0]:.0f}, {pixel[i, 1]:.0f})" for i in idx)
+        raise InputError(f"{int(outside.sum())} spot centres lie outside the {width} x {height} px image {files.image}, "
+                         f"e.g. {ex}", sample, files.spots)
+
+    fit = None
+    try:
+        fit = estimate_mpp(spots[["x", "y"]].to_numpy(float), pixel, technology)
+    except ValueError as exc:
+        if mpp is None:
+            raise InputError(f"no pixel size: none configured (data.mpp / --mpp) and it cannot be estimated from "
+                             f"the spot pitch ({exc})", sample, files.spots) from exc
+    if mpp is None:
+        mpp_value, source = fit["mpp"], f"estimated from the {fit['pitch_um']:.0f} µm spot pitch"
+        lo, hi = PLAUSIBLE_MPP
+        if not lo <= mpp_value <= hi:
+            raise InputError(f"no usable pixel size: the spot pitch gives {mpp_value:.4g} µm/px, outside {lo}-{hi}; "
+                             "are the array coordinates and technology right? set data.mpp", sample, files.spots)
+        log.info("%s: pixel size %.4f µm/px estimated from the %.0f µm spot pitch over %d spots "
+                 "(columns %.4f, rows %.4f, fit residual %.1f px rms)", sample, mpp_value, fit["pitch_um"],
+                 fit["n_spots"], fit["mpp_columns"], fit["mpp_rows"], fit["residual_px_rms"])
+        if abs(fit["mpp_columns"] - fit["mpp_rows"]) > 0.1 * mpp_value:
+            log.warning("%s: the two grid axes disagree by more than 10%% (%.4f vs %.4f µm/px): wrong technology, or "
+                        "an anisotropic image? set data.mpp to override", sample, fit["mpp_columns"], fit["mpp_rows"])
+    else:
+        mpp_value, source = float(mpp), "configured"
+        if not mpp_value > 0:
+            raise InputError(f"configured pixel size must be positive, got {mpp}", sample)
+        if fit:
+            log.info("%s: pixel size %.4f µm/px from the configuration (the spot pitch would give %.4f)",
+                     sample, mpp_value, fit["mpp"])
+    hest = _hest_facts(dataset, files.section)
+    if hest is not None and not pd.isna(hest.get("hest_pixel_size_um")):
+        log.info("%s: HEST-1k's estimate for section %s (%s) is %s µm/px", sample, files.section,
+                 hest["hest_id"], hest["hest_pixel_size_um"])
+
+    tech = TECHNOLOGIES[technology]
+    obs = pd.DataFrame({
+        "in_tissue": 1,
+        "array_row": spots["y"].to_numpy(np.int32),
+        "array_col": spots["x"].to_numpy(np.int32),
+        "pxl_col_in_fullres": pixel[:, 0],
+        "pxl_row_in_fullres": pixel[:, 1],
+    }, index=pd.Index(common.astype(str), name=None))
+    var_names = ad.utils.make_index_unique(pd.Index(genes.astype(str)), join="-")  # repeats were reported
+    adata = ad.AnnData(X=counts, obs=obs, var=pd.DataFrame(index=var_names))
+    adata.obsm["spatial"] = pixel
+    meta = {
+        "id": sample,
+        "subseries": files.section,
+        "patient": patient or "",
+        "dataset_title": dataset or "",
+        "st_technology": tech["name"],
+        "pixel_size_um_estimated": mpp_value,
+        "pixel_size_um_source": source,
+        "pixel_size_fit": fit,
+        "inter_spot_dist": tech["pitch"],
+        "spot_diameter": tech["spot_diameter"],
+        "spots_under_tissue": int(adata.n_obs),
+        "nb_genes": int(adata.n_vars),
+        "fullres_px_width": int(width),
+        "fullres_px_height": int(height),
+        "hest_id": None if hest is None else hest["hest_id"],
+        "imported_from": {"counts": str(files.counts), "spots": str(files.spots), "image": str(files.image)},
+        "genedml_version": __version__,
+    }
+    with contextlib.ExitStack() as stack:
+        tmp = {k: stack.enter_context(atomic_path(p)) for k, p in outputs.items()}
+        log.info("%s: writing pyramidal TIFF (%d x %d px, %.4f µm/px)", sample, width, height, mpp_value)
+        write_pyramidal_tiff(tmp["slide"], image, mpp_value, quality=quality)
+        adata.write_h5ad(tmp["st"])
+        write_json(tmp["metadata"], meta)
+    log.info("%s: %d spots x %d genes written to %s", sample, adata.n_obs, adata.n_vars, Path(out_dir))
+    return meta
+
+
+def _hest_facts(dataset: str | None, section: str):
+    if not dataset:
+        return None
+    from genedml.io.datasets import canonical, lookup
+
+    try:
+        return lookup(canonical(dataset), section)
+    except InputError:
+        return None

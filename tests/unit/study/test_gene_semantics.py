@@ -1,0 +1,64 @@
+"""Offline gene text embeddings: the bundled sentence model, description tables, alignment to gene order."""
+
+import json
+
+import numpy as np
+import pytest
+
+from genedml.errors import InputError
+from genedml.study.gene_semantics import read_descriptions, read_gene_semantics, write_gene_semantics
+
+GENES = ["ERBB2", "GRB7", "KRT18", "KRT19"]
+
+
+@pytest.fixture(scope="module")
+def semantics(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sem") / "semantics.npz"
+    meta = write_gene_semantics(out, GENES)
+    return out, meta
+
+
+def test_bundled_model_embeds_symbols_offline(semantics, monkeypatch):
+    out, meta = semantics
+    emb, back = read_gene_semantics(out, GENES)
+    assert emb.shape == (4, meta["dim"]) and meta["dim"] == 384
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert len(back["weights_sha256"]) == 64 and back["n_described"] == 0
+    sim = emb @ emb.T
+    # symbols of one gene family are closer to each other than to an unrelated symbol
+    assert sim[2, 3] > sim[0, 3] and sim[2, 3] > sim[0, 2]
+
+
+def test_embeddings_follow_the_requested_gene_order(semantics):
+    out, _ = semantics
+    emb, _ = read_gene_semantics(out, GENES)
+    rev, _ = read_gene_semantics(out, GENES[::-1])
+    np.testing.assert_array_equal(rev, emb[::-1])
+    with pytest.raises(InputError, match="no semantic embedding.*MYC"):
+        read_gene_semantics(out, ["ERBB2", "MYC"])
+
+
+def test_description_table_is_used_and_checked(tmp_path):
+    table = tmp_path / "desc.tsv"
+    table.write_text("gene\tdescription\nERBB2\treceptor tyrosine kinase amplified in breast cancer\n"
+                     "KRT19\tkeratin of epithelial cells\n")
+    assert read_descriptions(table) == {"ERBB2": "receptor tyrosine kinase amplified in breast cancer",
+                                        "KRT19": "keratin of epithelial cells"}
+    out = tmp_path / "s.npz"
+    meta = write_gene_semantics(out, ["ERBB2", "GRB7", "KRT19"], descriptions=table)
+    assert meta["n_described"] == 2
+    with np.load(out) as data:
+        assert list(data["text_source"]) == ["description", "symbol", "description"]
+        assert str(data["texts"][0]).startswith("ERBB2: receptor")
+        assert json.loads(str(data["meta"]))["descriptions"] == str(table)
+    with pytest.raises(InputError, match="no description"):
+        write_gene_semantics(tmp_path / "f.npz", ["ERBB2", "GRB7"], descriptions=table, missing_description="fail")
+    assert not (tmp_path / "f.npz").exists()
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("symbol\ttext\nERBB2\tx\n")
+    with pytest.raises(InputError, match="bad.tsv: gene description table lacks column"):
+        read_descriptions(bad)
+    dup = tmp_path / "dup.tsv"
+    dup.write_text("gene\tdescription\nERBB2\tx\nERBB2\ty\n")
+    with pytest.raises(InputError, match="twice"):
+        read_descriptions(dup)
