@@ -245,23 +245,26 @@ def measure_chunks(values: np.ndarray, workdir: Path, repeats: int = 3) -> dict:
 
 
 def _prepare_her2st(root: Path, sections: list[str], hest_dir: Path) -> list[str]:
-    from genedml.io.legacy_st import LegacyFiles, import_section
+    from genedml.io.hest import SamplePaths
+    from genedml.io.legacy_st import ImportSpec, LegacyFiles, import_section
 
     for section in sections:
-        if not (hest_dir / "wsis" / f"{section}.tif").exists():
+        if not SamplePaths.layout(hest_dir, section).slide.exists():
             log.info("converting HER2ST %s to a pyramidal TIFF in %s", section, hest_dir)
-            import_section(LegacyFiles.find(root, section), hest_dir, sample=section, patient=section[0],
-                           dataset="her2st", overwrite=True)
+            import_section(LegacyFiles.find(root, section), hest_dir, ImportSpec.of(), sample=section,
+                           patient=section[0], dataset="her2st", overwrite=True)
     return sections
 
 
 def _prepare_visium(hest_dir: Path, size_um: tuple[float, float], mpp: float) -> list[str]:
-    from genedml.io.demo import make_section
+    from genedml.io.demo import DemoSpec, make_section
+
+    from genedml.io.hest import SamplePaths
 
     sample = f"VISIUM_DEMO_{int(size_um[0])}x{int(size_um[1])}um"
-    if not (hest_dir / "wsis" / f"{sample}.tif").exists():
+    if not SamplePaths.layout(hest_dir, sample).slide.exists():
         log.info("generating the Visium-like slide %s (%.0f x %.0f µm at %.2f µm/px)", sample, *size_um, mpp)
-        make_section(sample, "demo", hest_dir, width_um=size_um[0], height_um=size_um[1], mpp=mpp, n_genes=30)
+        make_section(sample, "demo", hest_dir, DemoSpec.of(width_um=size_um[0], height_um=size_um[1], mpp=mpp, n_genes=30))
     return [sample]
 
 
@@ -270,7 +273,6 @@ def _tiles(spec_json: dict, mode: str, stride: float, offset):
 
     cfg = dict(spec_json)
     cfg.update({"neighbour_mode": mode, "grid_stride": stride, "grid_offset": offset})
-    cfg.setdefault("grid", 5)
     return TileSpec.from_config(cfg)
 
 

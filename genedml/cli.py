@@ -1,4 +1,11 @@
-"""``genedml``: one subcommand per pipeline stage. Every Snakemake rule calls one of these."""
+"""``genedml``: one subcommand per pipeline stage. Every Snakemake rule calls one of these.
+
+Each subcommand is written as one pair: its arguments and, right below, its handler. Input and output
+paths are spelled out by hand; a stage's settings are never retyped here: their flags, defaults and
+allowed values are generated from the config schema through the stage's spec (``TileSpec.add_arguments``,
+``TileSpec.from_args``), so `genedml tile --help` lists exactly the keys of the config's ``tiles`` section.
+The handlers only turn arguments into calls: the work is done in the module each one imports.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,18 @@ from genedml.errors import InputError
 
 log = logging.getLogger("genedml")
 
+SUBCOMMANDS: list[tuple[str, str, object, object]] = []  # (name, help, add arguments, handler)
+
+
+def subcommand(name: str, help: str, arguments):
+    """Register ``handler`` as ``genedml <name>``, with ``arguments(parser)`` defining its arguments."""
+
+    def register(handler):
+        SUBCOMMANDS.append((name, help, arguments, handler))
+        return handler
+
+    return register
+
 
 def _json_arg(text: str) -> dict:
     try:
@@ -25,11 +44,16 @@ def _json_arg(text: str) -> dict:
     return value
 
 
+def _sample_paths(pairs: list[str]) -> dict:
+    """``["S1=a.zarr", "S2=b.zarr"]`` -> ``{"S1": "a.zarr", "S2": "b.zarr"}``."""
+    return {sample: path for sample, _, path in (p.partition("=") for p in pairs)}
+
+
 def _passive_openmp_waits() -> None:
     """Let idle OpenMP threads sleep instead of spinning (must run before torch is imported). Training
     runs many small ops; on a machine where other processes also run, spinning threads wait for each
     other: one HER2ST fold of the genedml head took 309 s with 2 spinning threads, 42 s with
-    OMP_WAIT_POLICY=PASSIVE, 28 s with one thread (README "The Gene-DML head"). A user's setting wins."""
+    OMP_WAIT_POLICY=PASSIVE, 28 s with one thread (docs/heads.md). A user's setting wins."""
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -41,276 +65,36 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def cmd_demo_data(a):
-    from genedml.io.demo import make_section
-
-    make_section(a.sample, a.patient, a.out_dir, seed=a.seed, n_genes=a.n_genes,
-                 width_um=a.width_um, height_um=a.height_um, mpp=a.mpp)
-
-
-def cmd_tile(a):
-    from genedml.io.hest import SamplePaths
-    from genedml.tiles.geometry import TileSpec, parse_grid_offset, tile_sample
-
-    paths = SamplePaths(a.sample, Path(a.slide), Path(a.st), Path(a.metadata)) if a.slide else \
-        SamplePaths.in_hest_dir(a.hest_dir, a.sample)
+def _spec_from_args(spec_class, a, sample=None):
+    """The stage's spec from its generated flags; a value the schema refuses is a clear input error."""
     try:
-        spec = TileSpec(a.tile_px, None if a.target_mpp in (None, "native") else float(a.target_mpp), a.grid,
-                        a.min_inside, a.neighbour_mode, a.grid_stride, parse_grid_offset(a.grid_offset))
+        return spec_class.from_args(a)
     except ValueError as exc:
-        raise InputError(f"tile settings: {exc}", a.sample) from exc
-    g = tile_sample(paths, spec, a.out)
-    log.info("%s: %d spots, slide %.4f µm/px (%s), scale %.3f level-0 px per tile px, %d of %d neighbour tiles in image",
-             a.sample, g.n_spots, g.slide_mpp, g.mpp_source, g.scale, int(g.neighbour_mask.sum()), g.neighbour_mask.size)
-    log.info("%s: %s", a.sample, json.dumps(g.summary()))
+        raise InputError(f"{spec_class.section} settings: {exc}", sample) from exc
 
 
-def cmd_embed(a):
-    from genedml.tiles.embed import embed_sample
-    from genedml.tiles.encoders import build_encoder
-    from genedml.tiles.geometry import Geometry
-
-    _set_threads(a.threads)
-    geometry = Geometry.load(a.geometry)
-    if a.slide:
-        geometry.slide_path = a.slide
-    encoder = build_encoder(a.encoder)
-    embed_sample(geometry, encoder, a.out, batch_size=a.batch_size, num_workers=a.num_workers, device=a.device)
+# ------------------------------------------------------------------------------------------------ input
 
 
-def cmd_genes(a):
-    from genedml.atomic import write_tsv
-    from genedml.study.genes import select_genes
+def _demo_data_args(s):
+    from genedml.io.demo import DemoSpec
 
-    st = dict(zip(a.samples, a.st)) if a.samples else {Path(p).stem: p for p in a.st}
-    genes, table = select_genes(st, n_top=a.n_top, gene_list=a.gene_list, min_spot_fraction=a.min_spot_fraction,
-                                missing=a.missing)
-    write_tsv(a.out, table)
-    log.info("%d genes chosen (%s) from %d samples", len(genes), "list " + a.gene_list if a.gene_list else "top by total counts", len(st))
-
-
-def cmd_targets(a):
-    import pandas as pd
-
-    from genedml.study.targets import build_sample_targets
-
-    genes = pd.read_csv(a.genes, sep="\t")["gene"].tolist()
-    build_sample_targets(a.st, a.sample, genes, a.recipe, a.out)
-    log.info("%s: %s targets for %d genes", a.sample, a.recipe, len(genes))
-
-
-def cmd_gene_semantics(a):
-    import pandas as pd
-
-    from genedml.study.gene_semantics import write_gene_semantics
-
-    _set_threads(a.threads)
-    genes = pd.read_csv(a.genes, sep="\t")["gene"].astype(str).tolist()
-    write_gene_semantics(a.out, genes, model=a.model, descriptions=a.descriptions, template=a.template,
-                         missing_description=a.missing_description, device=a.device)
-
-
-def cmd_folds(a):
-    from genedml.atomic import write_tsv
-    from genedml.study.folds import make_folds, read_sample_sheet
-
-    from genedml.study.folds import resolve_fold_table
-
-    sheet = read_sample_sheet(a.sheet)
-    scheme, table = resolve_fold_table(a.scheme, a.table, sheet, a.dataset, a.reference_set)
-    folds = make_folds(sheet, scheme, a.n_folds, a.seed, a.val_patients, table)
-    write_tsv(a.out, folds)
-    for k, grp in folds.groupby("fold"):
-        log.info("fold %d: test %s | val %s", k, ",".join(grp.loc[grp.split == "test", "sample"]),
-                 ",".join(grp.loc[grp.split == "val", "sample"]) or "-")
-
-
-def cmd_import_st(a):
-    from genedml.io.legacy_st import LegacyFiles, import_section
-
-    section = a.section or a.sample
-    if a.counts or a.spots or a.image:
-        if not (a.counts and a.spots and a.image):
-            raise InputError("give all of --counts, --spots and --image, or --st-dir with --section", section)
-        files = LegacyFiles(section, Path(a.counts), Path(a.spots), Path(a.image))
-    else:
-        if not a.st_dir:
-            raise InputError("give --st-dir (a legacy-ST folder) or --counts, --spots and --image", section)
-        files = LegacyFiles.find(a.st_dir, section)
-    import_section(files, a.out_dir, sample=a.sample or section, patient=a.patient, dataset=a.dataset,
-                   mpp=a.mpp, technology=a.technology, quality=a.quality, overwrite=a.overwrite)
-
-
-def cmd_sample_sheet(a):
-    from genedml.atomic import write_tsv
-    from genedml.io.datasets import hest_samples_present, legacy_sections_present, sample_sheet
-
-    naming = "section" if a.source == "legacy_st" else "hest_id"
-    available = None
-    if a.data_dir:
-        available = legacy_sections_present(a.data_dir) if a.source == "legacy_st" else hest_samples_present(a.data_dir)
-    sheet = sample_sheet(a.dataset, a.samples or None, naming=naming, available=available)
-    write_tsv(a.out, sheet)
-    log.info("%s: %d samples from %d patients: %s", a.dataset, len(sheet), sheet["patient"].nunique(),
-             ", ".join(sheet["sample"]))
-
-
-def _sample_paths(pairs: list[str]) -> dict:
-    out = {}
-    for p in pairs:
-        sample, _, path = p.partition("=")
-        out[sample] = path
-    return out
-
-
-def cmd_train(a):
-    _passive_openmp_waits()
-    from genedml.heads.train import train_fold
-
-    _set_threads(a.threads)
-    train_fold(a.head, a.params, a.folds, a.fold, _sample_paths(a.features), _sample_paths(a.targets),
-               a.out_dir, seed=a.params.get("seed", 0))
-
-
-def cmd_predict(a):
-    _passive_openmp_waits()
-    from genedml.heads.predict import predict_sample
-
-    _set_threads(a.threads)
-    predict_sample(a.head, a.models, a.sample, a.features, a.out, reference_features=a.reference_features,
-                   patient=a.patient)
-
-
-def cmd_evaluate(a):
-    from genedml.evaluation.evaluate import evaluate_head
-
-    evaluate_head(a.head, a.predictions, a.out_dir, n_top=a.n_top, recipe=a.recipe, export_dir=a.export_dir,
-                  thumbnails=_sample_paths(a.thumbnails or []))
-
-
-def cmd_summarize(a):
-    from genedml.evaluation.evaluate import combine_summaries
-
-    combine_summaries(a.summaries, a.out)
-
-
-def cmd_thumbnail(a):
-    from genedml.evaluation.thumbnails import make_thumbnail
-
-    make_thumbnail(a.sample, a.slide, a.geometry, a.metadata, a.out_image, a.out_json, max_px=a.max_px)
-
-
-def cmd_figures(a):
-    from genedml.evaluation.figures import head_spatial_figures
-
-    head_spatial_figures(a.head, _sample_paths(a.exports), _sample_paths(a.thumbnails), a.genes, a.spatial_genes,
-                         a.out_dir)
-
-
-def cmd_figures_overview(a):
-    from genedml.evaluation.figures import overview_figures
-
-    overview_figures(a.heads, a.metrics_dir, a.out_dir)
-
-
-def cmd_report(a):
-    from genedml.report.build import build_report
-
-    build_report(a.results_dir, a.heads, a.sheet, a.recipe, a.features, a.site_dir, a.markdown,
-                 config_facts=a.config_facts, n_top=a.n_top)
-    log.info("report written to %s and %s", a.site_dir, a.markdown)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="genedml", description=__doc__)
-    p.add_argument("--version", action="version", version=f"genedml {__version__}")
-    p.add_argument("--log-level", default=os.environ.get("GENEDML_LOG_LEVEL", "INFO"))
-    sub = p.add_subparsers(dest="command", required=True)
-
-    s = sub.add_parser("demo-data", help="write one synthetic section in the HEST-1k layout")
     s.add_argument("--sample", required=True)
     s.add_argument("--patient", required=True)
-    s.add_argument("--out-dir", required=True)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--n-genes", type=int, default=300)
-    s.add_argument("--width-um", type=float, default=2000)
-    s.add_argument("--height-um", type=float, default=1400)
-    s.add_argument("--mpp", type=float, default=0.5)
-    s.set_defaults(func=cmd_demo_data)
+    s.add_argument("--out-dir", required=True, help="HEST-layout folder to write wsis/, st/, metadata/ into")
+    DemoSpec.add_arguments(s)
 
-    s = sub.add_parser("tile", help="spot geometry: local crops and neighbour tiles on the slide")
-    s.add_argument("--sample", required=True)
-    s.add_argument("--hest-dir", help="HEST-1k style folder (wsis/, st/, metadata/)")
-    s.add_argument("--slide")
-    s.add_argument("--st")
-    s.add_argument("--metadata")
-    s.add_argument("--out", required=True)
-    s.add_argument("--tile-px", type=int, default=224)
-    s.add_argument("--target-mpp", default="native", help="µm/px of the crops, or 'native'")
-    s.add_argument("--grid", type=int, default=5)
-    s.add_argument("--min-inside", type=float, default=0.5)
-    s.add_argument("--neighbour-mode", choices=["centred", "grid"], default="centred",
-                   help="centred: each spot's own 5x5 window (reference); grid: one tile grid per slide, shared")
-    s.add_argument("--grid-stride", type=float, default=1.0, help="grid mode: node spacing in tiles (1, 0.5, ...)")
-    s.add_argument("--grid-offset", default="auto",
-                   help="grid mode: 'auto' (fit to the spots) or 'x,y' = a node centre in tiles")
-    s.set_defaults(func=cmd_tile)
 
-    s = sub.add_parser("embed", help="embed local and neighbour tiles with a frozen encoder into Zarr")
-    s.add_argument("--geometry", required=True)
-    s.add_argument("--slide", help="slide path (defaults to the one recorded in the geometry)")
-    s.add_argument("--encoder", type=_json_arg, required=True, help="the config's encoder section as JSON")
-    s.add_argument("--out", required=True)
-    s.add_argument("--batch-size", type=int, default=64, help="tiles per encoder call")
-    s.add_argument("--num-workers", type=int, default=0)
-    s.add_argument("--device", default="auto")
-    s.add_argument("--threads", type=int, default=None)
-    s.set_defaults(func=cmd_embed)
+@subcommand("demo-data", "write one synthetic section in the HEST-1k layout", _demo_data_args)
+def demo_data(a):
+    from genedml.io.demo import DemoSpec, make_section
 
-    s = sub.add_parser("genes", help="choose the genes to predict")
-    s.add_argument("--st", nargs="+", required=True)
-    s.add_argument("--samples", nargs="*")
-    s.add_argument("--out", required=True)
-    s.add_argument("--n-top", type=int, default=250)
-    s.add_argument("--gene-list")
-    s.add_argument("--min-spot-fraction", type=float, default=0.0)
-    s.add_argument("--missing", choices=["drop", "fail"], default="drop")
-    s.set_defaults(func=cmd_genes)
+    make_section(a.sample, a.patient, a.out_dir, _spec_from_args(DemoSpec, a, a.sample))
 
-    s = sub.add_parser("targets", help="regression targets of one sample")
-    s.add_argument("--sample", required=True)
-    s.add_argument("--st", required=True)
-    s.add_argument("--genes", required=True)
-    s.add_argument("--recipe", default="reference")
-    s.add_argument("--out", required=True)
-    s.set_defaults(func=cmd_targets)
 
-    s = sub.add_parser("gene-semantics", help="embed the predicted genes' symbols or descriptions (offline)")
-    s.add_argument("--genes", required=True, help="genes.tsv from `genedml genes`")
-    s.add_argument("--out", required=True, help="output .npz")
-    s.add_argument("--model", default="minilm", help="'minilm' (bundled) or a local sentence-transformers folder")
-    s.add_argument("--descriptions", help="TSV with columns gene, description (optional)")
-    s.add_argument("--template", default="{symbol}", help="text for a gene without description")
-    s.add_argument("--missing-description", choices=["symbol", "fail"], default="symbol")
-    s.add_argument("--device", default="cpu")
-    s.add_argument("--threads", type=int, default=None)
-    s.set_defaults(func=cmd_gene_semantics)
+def _import_st_args(s):
+    from genedml.io.legacy_st import ImportSpec
 
-    s = sub.add_parser("folds", help="patient-grouped cross-validation folds from a sample sheet")
-    s.add_argument("--sheet", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--scheme", default="leave_one_patient_out")
-    s.add_argument("--n-folds", type=int, default=0)
-    s.add_argument("--seed", type=lambda v: None if v in ("none", "None", "") else int(v), default=2021)
-    s.add_argument("--val-patients", type=int, default=1)
-    s.add_argument("--table")
-    s.add_argument("--dataset", help="scheme 'reference': the dataset whose published folds to use "
-                                     "(default: the sample sheet's dataset column)")
-    s.add_argument("--reference-set", default="legacy", choices=["legacy", "triplex2025"],
-                   help="scheme 'reference': the reference code's folds (legacy) or the 2025 TRIPLEX refactor's")
-    s.set_defaults(func=cmd_folds)
-
-    s = sub.add_parser("import-st", help="convert a legacy-ST section (ST-cnts, ST-spotfiles, ST-imgs) to the HEST layout")
     s.add_argument("--st-dir", help="legacy-ST folder holding ST-cnts/, ST-spotfiles/, ST-imgs/")
     s.add_argument("--section", help="section name in the legacy files (e.g. B4); default: --sample")
     s.add_argument("--counts", help="ST-cnts/{section}.tsv.gz (instead of --st-dir)")
@@ -321,33 +105,220 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--patient")
     s.add_argument("--dataset")
     s.add_argument("--mpp", type=float, help="µm per pixel of the image; default: estimated from the spot pitch")
-    s.add_argument("--technology", default="st", choices=["st", "visium"],
-                   help="spot grid: st = legacy ST (200 µm square grid), visium = 100 µm hexagonal grid")
-    s.add_argument("--quality", type=int, default=90, help="JPEG quality of the TIFF tiles")
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    s.set_defaults(func=cmd_import_st)
+    ImportSpec.add_arguments(s)
 
-    s = sub.add_parser("sample-sheet", help="sample sheet of a known dataset (her2st, stnet, cscc)")
+
+@subcommand("import-st", "convert a legacy-ST section (ST-cnts, ST-spotfiles, ST-imgs) to the HEST layout",
+            _import_st_args)
+def import_st(a):
+    from genedml.io.legacy_st import ImportSpec, LegacyFiles, import_section
+
+    section = a.section or a.sample
+    if a.counts or a.spots or a.image:
+        if not (a.counts and a.spots and a.image):
+            raise InputError("give all of --counts, --spots and --image, or --st-dir with --section", section)
+        files = LegacyFiles(section, Path(a.counts), Path(a.spots), Path(a.image))
+    else:
+        if not a.st_dir:
+            raise InputError("give --st-dir (a legacy-ST folder) or --counts, --spots and --image", section)
+        files = LegacyFiles.find(a.st_dir, section)
+    import_section(files, a.out_dir, _spec_from_args(ImportSpec, a, section), sample=a.sample or section,
+                   patient=a.patient, dataset=a.dataset, mpp=a.mpp, overwrite=a.overwrite)
+
+
+def _sample_sheet_args(s):
     s.add_argument("--dataset", required=True)
     s.add_argument("--samples", nargs="*", help="HEST ids or section names (default: all found in --data-dir)")
     s.add_argument("--source", default="hest", choices=["hest", "legacy_st"],
                    help="how the data folder names samples: HEST ids (hest) or section names (legacy_st)")
     s.add_argument("--data-dir", help="HEST-1k or legacy-ST folder; only samples present there are listed")
     s.add_argument("--out", required=True)
-    s.set_defaults(func=cmd_sample_sheet)
 
-    s = sub.add_parser("train", help="fit a head on one fold and predict its held-out sections")
+
+@subcommand("sample-sheet", "sample sheet of a known dataset (her2st, stnet, cscc)", _sample_sheet_args)
+def sample_sheet(a):
+    from genedml.atomic import write_tsv
+    from genedml.io.sample_sheet import registry_sheet, sample_naming, samples_present
+
+    available = samples_present(a.source, a.data_dir) if a.data_dir else None
+    sheet = registry_sheet(a.dataset, a.samples or None, sample_naming(a.source), available)
+    write_tsv(a.out, sheet)
+    log.info("%s: %d samples from %d patients: %s", a.dataset, len(sheet), sheet["patient"].nunique(),
+             ", ".join(sheet["sample"]))
+
+
+# ----------------------------------------------------------------------------------------- tiles, embed
+
+
+def _tile_args(s):
+    from genedml.tiles.geometry import TileSpec
+
+    s.add_argument("--sample", required=True)
+    s.add_argument("--hest-dir", help="HEST-1k style folder (wsis/, st/, metadata/)")
+    s.add_argument("--slide")
+    s.add_argument("--st")
+    s.add_argument("--metadata")
+    s.add_argument("--out", required=True)
+    TileSpec.add_arguments(s)
+
+
+@subcommand("tile", "spot geometry: local crops and neighbour tiles on the slide", _tile_args)
+def tile(a):
+    from genedml.io.hest import SamplePaths
+    from genedml.tiles.geometry import TileSpec, tile_sample
+
+    paths = SamplePaths(a.sample, Path(a.slide), Path(a.st), Path(a.metadata)) if a.slide else \
+        SamplePaths.in_hest_dir(a.hest_dir, a.sample)
+    g = tile_sample(paths, _spec_from_args(TileSpec, a, a.sample), a.out)
+    log.info("%s: %d spots, slide %.4f µm/px (%s), scale %.3f level-0 px per tile px, %d of %d neighbour tiles in image",
+             a.sample, g.n_spots, g.slide_mpp, g.mpp_source, g.scale, int(g.neighbour_mask.sum()), g.neighbour_mask.size)
+    log.info("%s: %s", a.sample, json.dumps(g.summary()))
+
+
+def _embed_args(s):
+    from genedml.tiles.encoders import EmbedRuntime, EncoderSpec
+
+    s.add_argument("--geometry", required=True)
+    s.add_argument("--slide", help="slide path (defaults to the one recorded in the geometry)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--threads", type=int, default=None)
+    EncoderSpec.add_arguments(s)
+    EmbedRuntime.add_arguments(s)
+
+
+@subcommand("embed", "embed local and neighbour tiles with a frozen encoder into Zarr", _embed_args)
+def embed(a):
+    from genedml.tiles.embed import embed_sample
+    from genedml.tiles.encoders import EmbedRuntime, EncoderSpec, build_encoder
+    from genedml.tiles.geometry import Geometry
+
+    _set_threads(a.threads)
+    geometry = Geometry.load(a.geometry)
+    if a.slide:
+        geometry.slide_path = a.slide
+    runtime = _spec_from_args(EmbedRuntime, a, geometry.sample)
+    encoder = build_encoder(_spec_from_args(EncoderSpec, a, geometry.sample))
+    embed_sample(geometry, encoder, a.out, batch_size=runtime.batch_size, num_workers=runtime.num_workers,
+                 device=runtime.device)
+
+
+# ------------------------------------------------------------------------------- genes, targets, folds
+
+
+def _genes_args(s):
+    from genedml.study.genes import GeneSpec
+
+    s.add_argument("--st", nargs="+", required=True)
+    s.add_argument("--samples", nargs="*")
+    s.add_argument("--out", required=True)
+    GeneSpec.add_arguments(s)
+
+
+@subcommand("genes", "choose the genes to predict", _genes_args)
+def genes(a):
+    from genedml.atomic import write_tsv
+    from genedml.study.genes import GeneSpec, select_genes
+
+    spec = _spec_from_args(GeneSpec, a)
+    st = dict(zip(a.samples, a.st)) if a.samples else {Path(p).stem: p for p in a.st}
+    chosen, table = select_genes(st, spec)
+    write_tsv(a.out, table)
+    log.info("%d genes chosen (%s) from %d samples", len(chosen), "list " + spec.list if spec.list else
+             "top by total counts", len(st))
+
+
+def _targets_args(s):
+    from genedml.study.targets import TargetSpec
+
+    s.add_argument("--sample", required=True)
+    s.add_argument("--st", required=True)
+    s.add_argument("--genes", required=True)
+    s.add_argument("--out", required=True)
+    TargetSpec.add_arguments(s)
+
+
+@subcommand("targets", "regression targets of one sample", _targets_args)
+def targets(a):
+    import pandas as pd
+
+    from genedml.study.targets import TargetSpec, build_sample_targets
+
+    spec = _spec_from_args(TargetSpec, a, a.sample)
+    chosen = pd.read_csv(a.genes, sep="\t")["gene"].tolist()
+    build_sample_targets(a.st, a.sample, chosen, spec.recipe, a.out)
+    log.info("%s: %s targets for %d genes", a.sample, spec.recipe, len(chosen))
+
+
+def _gene_semantics_args(s):
+    from genedml.study.gene_semantics import GeneSemanticsSpec
+
+    s.add_argument("--genes", required=True, help="genes.tsv from `genedml genes`")
+    s.add_argument("--out", required=True, help="output .npz")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--threads", type=int, default=None)
+    GeneSemanticsSpec.add_arguments(s)
+
+
+@subcommand("gene-semantics", "embed the predicted genes' symbols or descriptions (offline)", _gene_semantics_args)
+def gene_semantics(a):
+    import pandas as pd
+
+    from genedml.study.gene_semantics import GeneSemanticsSpec, write_gene_semantics
+
+    _set_threads(a.threads)
+    chosen = pd.read_csv(a.genes, sep="\t")["gene"].astype(str).tolist()
+    write_gene_semantics(a.out, chosen, _spec_from_args(GeneSemanticsSpec, a), device=a.device)
+
+
+def _folds_args(s):
+    from genedml.study.folds import FoldSpec
+
+    s.add_argument("--sheet", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--dataset", help="scheme reference: the dataset whose published folds to use "
+                                     "(default: the sample sheet's dataset column)")
+    FoldSpec.add_arguments(s)
+
+
+@subcommand("folds", "patient-grouped cross-validation folds from a sample sheet", _folds_args)
+def folds(a):
+    from genedml.atomic import write_tsv
+    from genedml.io.sample_sheet import read_sample_sheet
+    from genedml.study.folds import FoldSpec, plan_folds
+
+    table = plan_folds(read_sample_sheet(a.sheet), _spec_from_args(FoldSpec, a), a.dataset)
+    write_tsv(a.out, table)
+    for k, grp in table.groupby("fold"):
+        log.info("fold %d: test %s | val %s", k, ",".join(grp.loc[grp.split == "test", "sample"]),
+                 ",".join(grp.loc[grp.split == "val", "sample"]) or "-")
+
+
+# ------------------------------------------------------------------------------------- heads: train, predict
+
+
+def _train_args(s):
     s.add_argument("--head", required=True)
-    s.add_argument("--params", type=_json_arg, required=True, help="the head's config section as JSON")
+    s.add_argument("--params", type=_json_arg, required=True,
+                   help="the head's config section as JSON (its keys depend on its type)")
     s.add_argument("--folds", required=True)
     s.add_argument("--fold", type=int, required=True)
     s.add_argument("--features", nargs="+", required=True, help="sample=path.zarr ...")
     s.add_argument("--targets", nargs="+", required=True, help="sample=path.h5ad ...")
     s.add_argument("--out-dir", required=True)
     s.add_argument("--threads", type=int, default=None)
-    s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("predict", help="apply a head's trained fold models to a section without counts (.h5ad)")
+
+@subcommand("train", "fit a head on one fold and predict its held-out sections", _train_args)
+def train(a):
+    _passive_openmp_waits()
+    from genedml.heads.train import train_fold
+
+    _set_threads(a.threads)
+    train_fold(a.head, a.params, a.folds, a.fold, _sample_paths(a.features), _sample_paths(a.targets), a.out_dir)
+
+
+def _predict_args(s):
     s.add_argument("--head", required=True, help="the head's name (recorded in the output)")
     s.add_argument("--models", nargs="+", required=True, help="fold folders: results/heads/{head}/fold{k} ...")
     s.add_argument("--sample", required=True)
@@ -356,71 +327,179 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reference-features", help="a training section's store: encoder and tiles must match")
     s.add_argument("--out", required=True, help="output .h5ad")
     s.add_argument("--threads", type=int, default=None)
-    s.set_defaults(func=cmd_predict)
 
-    s = sub.add_parser("evaluate", help="metrics of one head over all folds")
+
+@subcommand("predict", "apply a head's trained fold models to a section without counts (.h5ad)", _predict_args)
+def predict(a):
+    _passive_openmp_waits()
+    from genedml.heads.predict import predict_sample
+
+    _set_threads(a.threads)
+    predict_sample(a.head, a.models, a.sample, a.features, a.out, reference_features=a.reference_features,
+                   patient=a.patient)
+
+
+# ------------------------------------------------------------------------------- evaluation and report
+
+
+def _evaluate_args(s):
+    from genedml.evaluation.evaluate import EvaluateSpec
+    from genedml.study.targets import TargetSpec
+
     s.add_argument("--head", required=True)
     s.add_argument("--predictions", nargs="+", required=True)
     s.add_argument("--out-dir", required=True)
     s.add_argument("--export-dir")
-    s.add_argument("--n-top", type=int, default=50)
-    s.add_argument("--recipe", default="")
     s.add_argument("--thumbnails", nargs="*", help="sample=thumbnail.json ... (adds uns['spatial'] to the exports)")
-    s.set_defaults(func=cmd_evaluate)
+    EvaluateSpec.add_arguments(s)
+    TargetSpec.add_arguments(s)  # recorded beside the metrics
 
-    s = sub.add_parser("summarize", help="combine per-head summaries into one table")
+
+@subcommand("evaluate", "metrics of one head over all folds", _evaluate_args)
+def evaluate(a):
+    from genedml.evaluation.evaluate import EvaluateSpec, evaluate_head
+    from genedml.study.targets import TargetSpec
+
+    evaluate_head(a.head, a.predictions, a.out_dir, n_top=_spec_from_args(EvaluateSpec, a).pcc_h_genes,
+                  recipe=_spec_from_args(TargetSpec, a).recipe, export_dir=a.export_dir,
+                  thumbnails=_sample_paths(a.thumbnails or []))
+
+
+def _summarize_args(s):
     s.add_argument("--summaries", nargs="+", required=True)
     s.add_argument("--out", required=True)
-    s.set_defaults(func=cmd_summarize)
 
-    s = sub.add_parser("thumbnail", help="small H&E image of a slide and its scale factors (report, scanpy)")
+
+@subcommand("summarize", "combine per-head summaries into one table", _summarize_args)
+def summarize(a):
+    from genedml.evaluation.evaluate import combine_summaries
+
+    combine_summaries(a.summaries, a.out)
+
+
+def _thumbnail_args(s):
+    from genedml.evaluation.thumbnails import ThumbnailSpec
+
     s.add_argument("--sample", required=True)
     s.add_argument("--slide", required=True)
     s.add_argument("--geometry", required=True, help="the sample's tiles .npz (pixel size, spot centres)")
     s.add_argument("--metadata", help="HEST metadata JSON (spot_diameter)")
     s.add_argument("--out-image", required=True)
     s.add_argument("--out-json", required=True)
-    s.add_argument("--max-px", type=int, default=2000)
-    s.set_defaults(func=cmd_thumbnail)
+    ThumbnailSpec.add_arguments(s)
 
-    s = sub.add_parser("figures", help="spatial maps (truth vs prediction over H&E) of one head's sections")
+
+@subcommand("thumbnail", "small H&E image of a slide and its scale factors (report, scanpy)", _thumbnail_args)
+def thumbnail(a):
+    from genedml.evaluation.thumbnails import ThumbnailSpec, make_thumbnail
+
+    spec = _spec_from_args(ThumbnailSpec, a, a.sample)
+    make_thumbnail(a.sample, a.slide, a.geometry, a.metadata, a.out_image, a.out_json, max_px=spec.thumbnail_px)
+
+
+def _figures_args(s):
+    from genedml.evaluation.figures import SpatialFigureSpec
+
     s.add_argument("--head", required=True)
     s.add_argument("--exports", nargs="+", required=True, help="sample=exported.h5ad ...")
     s.add_argument("--thumbnails", nargs="+", required=True, help="sample=thumbnail.json ...")
     s.add_argument("--genes", required=True, help="genes.tsv (fallback genes when none asked for is predicted)")
-    s.add_argument("--spatial-genes", nargs="*", default=["GNAS", "FASN", "ERBB2"])
     s.add_argument("--out-dir", required=True)
-    s.set_defaults(func=cmd_figures)
+    SpatialFigureSpec.add_arguments(s)
 
-    s = sub.add_parser("figures-overview", help="per-gene PCC distribution of all heads; sweep plots")
+
+@subcommand("figures", "spatial maps (truth vs prediction over H&E) of one head's sections", _figures_args)
+def figures(a):
+    from genedml.evaluation.figures import SpatialFigureSpec, head_spatial_figures
+
+    wanted = _spec_from_args(SpatialFigureSpec, a).spatial_genes
+    head_spatial_figures(a.head, _sample_paths(a.exports), _sample_paths(a.thumbnails), a.genes, wanted, a.out_dir)
+
+
+def _figures_overview_args(s):
     s.add_argument("--heads", type=_json_arg, required=True, help="head -> report spec, as JSON")
     s.add_argument("--metrics-dir", required=True)
     s.add_argument("--out-dir", required=True)
-    s.set_defaults(func=cmd_figures_overview)
 
-    s = sub.add_parser("report", help="write the HTML + Markdown report")
+
+@subcommand("figures-overview", "per-gene PCC distribution of all heads; sweep plots", _figures_overview_args)
+def figures_overview(a):
+    from genedml.evaluation.figures import overview_figures
+
+    overview_figures(a.heads, a.metrics_dir, a.out_dir)
+
+
+def _report_args(s):
+    from genedml.evaluation.evaluate import EvaluateSpec
+    from genedml.study.targets import TargetSpec
+
     s.add_argument("--results-dir", required=True)
     s.add_argument("--heads", type=_json_arg, required=True, help="head -> report spec, as JSON")
     s.add_argument("--sheet", required=True, help="the sample sheet (its dataset column)")
     s.add_argument("--features", nargs="+", required=True, help="feature stores (encoder facts, checksums)")
     s.add_argument("--site-dir", required=True, help="folder for index.html, index.md, figures/, tables/")
     s.add_argument("--markdown", help="also write the Markdown here, linking into the site folder")
-    s.add_argument("--recipe", default="")
-    s.add_argument("--n-top", type=int, default=50)
     s.add_argument("--config-facts", type=_json_arg, default={}, help="config slices to list, as JSON")
-    s.set_defaults(func=cmd_report)
+    EvaluateSpec.add_arguments(s)
+    TargetSpec.add_arguments(s)
 
-    s = sub.add_parser("bench", help="benchmarks (ratios measured in one run); see genedml bench embed --help")
-    bench = s.add_subparsers(dest="bench", required=True)
+
+@subcommand("report", "write the HTML + Markdown report", _report_args)
+def report(a):
+    from genedml.evaluation.evaluate import EvaluateSpec
+    from genedml.report import build_report
+    from genedml.study.targets import TargetSpec
+
+    build_report(a.results_dir, a.heads, a.sheet, _spec_from_args(TargetSpec, a).recipe, a.features, a.site_dir,
+                 a.markdown, config_facts=a.config_facts, n_top=_spec_from_args(EvaluateSpec, a).pcc_h_genes)
+    log.info("report written to %s and %s", a.site_dir, a.markdown)
+
+
+# ------------------------------------------------------------------------------------- tools
+
+
+def _config_args(s):
+    s.add_argument("action", choices=["show"], help="show: the config with every default filled in (YAML)")
+    s.add_argument("configfiles", nargs="*", default=["config.yaml"],
+                   help="config files, merged in order as `snakemake --configfile` does (default: config.yaml)")
+
+
+@subcommand("config", "the config as the pipeline reads it: `genedml config show [FILES]`", _config_args)
+def config(a):
+    from genedml.pipeline.schema import resolved_config
+
+    print(resolved_config(a.configfiles), end="")
+
+
+def _bench_args(s):
     from genedml.bench import add_bench_parsers
 
-    add_bench_parsers(bench)
+    add_bench_parsers(s.add_subparsers(dest="bench", required=True))
 
-    s = sub.add_parser("profile", help="Snakemake profiles: `genedml profile install cluster --partition P`")
-    profile = s.add_subparsers(dest="profile", required=True)
+
+def _profile_args(s):
     from genedml.pipeline.profile import add_profile_parsers
 
-    add_profile_parsers(profile)
+    add_profile_parsers(s.add_subparsers(dest="profile", required=True))
+
+
+SUBCOMMANDS.append(("bench", "benchmarks (ratios measured in one run); see genedml bench embed --help", _bench_args,
+                    None))
+SUBCOMMANDS.append(("profile", "Snakemake profiles: `genedml profile install cluster --partition P`", _profile_args,
+                    None))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="genedml", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"genedml {__version__}")
+    p.add_argument("--log-level", default=os.environ.get("GENEDML_LOG_LEVEL", "INFO"))
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, help_text, arguments, handler in SUBCOMMANDS:
+        s = sub.add_parser(name, help=help_text, description=help_text)
+        arguments(s)
+        if handler is not None:
+            s.set_defaults(func=handler)
     return p
 
 
@@ -429,11 +508,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)
-    except InputError as exc:
-        log.error("%s", exc)
-        print(f"genedml {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as exc:
+    except (InputError, FileNotFoundError) as exc:
+        if isinstance(exc, InputError):
+            log.error("%s", exc)
         print(f"genedml {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

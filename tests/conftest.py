@@ -29,11 +29,11 @@ def one_thread():
 @pytest.fixture(scope="session")
 def demo_hest(tmp_path_factory) -> Path:
     """Four small synthetic sections (two patients) in the HEST-1k layout."""
-    from genedml.io.demo import make_section
+    from genedml.io.demo import DemoSpec, make_section
 
     root = tmp_path_factory.mktemp("demo_hest")
     for sample, patient in [("S1", "PA"), ("S2", "PA"), ("S3", "PB"), ("S4", "PB")]:
-        make_section(sample, patient, root, width_um=900, height_um=700, n_genes=60)
+        make_section(sample, patient, root, DemoSpec.of(width_um=900, height_um=700, n_genes=60))
     return root
 
 

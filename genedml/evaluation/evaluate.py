@@ -12,7 +12,9 @@ the slide thumbnails, ``uns['spatial'][sample]`` with a 'hires' image and scale 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -20,14 +22,25 @@ import pandas as pd
 from genedml.atomic import atomic_path, write_json, write_tsv
 from genedml.errors import InputError
 from genedml.evaluation.metrics import SECTION_METRICS, evaluate_sections
+from genedml.pipeline.spec import StageSpec
 
 log = logging.getLogger(__name__)
 
 SUMMARY_METRICS = SECTION_METRICS
 
 
-def evaluate_head(head: str, prediction_files: list, out_dir, n_top: int = 50, recipe: str = "",
-                  export_dir=None, thumbnails: dict | None = None) -> pd.DataFrame:
+@dataclass(frozen=True)
+class EvaluateSpec(StageSpec):
+    """How many genes PCC(H), HEG and HVG average over (config ``report.pcc_h_genes``)."""
+
+    section: ClassVar[str] = "report"
+    keys: ClassVar[tuple[str, ...]] = ("pcc_h_genes",)
+
+    pcc_h_genes: int
+
+
+def evaluate_head(head: str, prediction_files: list, out_dir, n_top: int, recipe: str, export_dir=None,
+                  thumbnails: dict | None = None) -> pd.DataFrame:
     """``thumbnails``: sample -> thumbnail JSON (``genedml thumbnail``); samples without one export no image."""
     import anndata as ad
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import matplotlib
 
@@ -23,6 +25,17 @@ import pandas as pd  # noqa: E402
 
 from genedml.atomic import atomic_path  # noqa: E402
 from genedml.evaluation.metrics import pearson_per_gene  # noqa: E402
+from genedml.pipeline.spec import StageSpec  # noqa: E402
+
+
+@dataclass(frozen=True)
+class SpatialFigureSpec(StageSpec):
+    """Which genes the spatial maps show (config ``report.spatial_genes``)."""
+
+    section: ClassVar[str] = "report"
+    keys: ClassVar[tuple[str, ...]] = ("spatial_genes",)
+
+    spatial_genes: list
 
 log = logging.getLogger(__name__)
 

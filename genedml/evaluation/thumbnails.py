@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from genedml.atomic import atomic_path, write_json
 from genedml.errors import InputError
+from genedml.pipeline.spec import StageSpec
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +42,17 @@ def spot_diameter_px(centres: np.ndarray, slide_mpp: float, meta: dict) -> tuple
     return 50.0 / slide_mpp if slide_mpp > 0 else 100.0, "default 50 µm"
 
 
-def make_thumbnail(sample: str, slide_path, geometry_path, metadata_path, out_png, out_json,
-                   max_px: int = 2000) -> dict:
+@dataclass(frozen=True)
+class ThumbnailSpec(StageSpec):
+    """Size of the slide thumbnails (config ``report.thumbnail_px``)."""
+
+    section: ClassVar[str] = "report"
+    keys: ClassVar[tuple[str, ...]] = ("thumbnail_px",)
+
+    thumbnail_px: int
+
+
+def make_thumbnail(sample: str, slide_path, geometry_path, metadata_path, out_png, out_json, max_px: int) -> dict:
     from genedml.io.hest import load_metadata
     from genedml.io.slide import open_slide
     from genedml.tiles.geometry import Geometry

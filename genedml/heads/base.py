@@ -7,6 +7,7 @@ predicts held-out sections. Sections are passed whole, so heads that need a sect
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,14 +29,45 @@ class Section:
         return self.features.n_spots
 
 
+def section_settings(kind: str, section: dict | None) -> dict:
+    """A head's config section without the keys that are not settings: ``type`` (which must be the head's
+    own) and ``report`` (how the report shows the head)."""
+    section = dict(section or {})
+    if section.pop("type", kind) != kind:
+        raise ValueError(f"a {kind} head was given a section of another type")
+    section.pop("report", None)
+    return section
+
+
 class Head:
-    """Base class. Subclasses set ``kind`` and implement fit / predict / save / load."""
+    """Base class. Subclasses set ``kind`` and ``defaults`` and implement fit / predict / save / load.
+
+    A head is the spec of its own settings: ``defaults`` lists every setting it reads with its default (the
+    one place they are written; a head's keys depend on its type, so the config schema checks only ``type``
+    and ``report``), and ``settings`` resolves a config section against them.
+    """
 
     kind = "base"
+    defaults: dict = {}
+    COMMON = {"seed": 0}  # settings of every head: the seed of its training
 
     def __init__(self, params: dict, seed: int = 0):
-        self.params = dict(params)
+        self.params = self.settings(params)
         self.seed = int(seed)
+
+    @classmethod
+    def known_settings(cls) -> dict:
+        return {**cls.COMMON, **cls.defaults}
+
+    @classmethod
+    def settings(cls, params: dict | None) -> dict:
+        """The head's settings: its defaults under ``params``; a key it does not know is an error."""
+        params = section_settings(cls.kind, params)
+        known = cls.known_settings()
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise ValueError(f"{cls.kind}: unknown setting(s) {unknown}; known: {', '.join(sorted(known))}")
+        return {**copy.deepcopy(known), **params}
 
     def fit(self, train: list[Section], val: list[Section], test: list[Section] | None = None) -> dict:
         """Train; return facts for the log (chosen hyper-parameters, validation scores, timings).

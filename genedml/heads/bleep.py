@@ -25,62 +25,15 @@ from __future__ import annotations
 
 import logging
 
-from genedml.heads.inputs import (batch_views, check_input_norm, check_views, fit_input_norm, input_norm,
-                          training_views)
+from genedml.heads.inputs import batch_views, check_input_norm, check_views, fit_input_norm, training_views
 from genedml.heads.torch_head import Batch, TorchHead
 
 log = logging.getLogger(__name__)
 
 
-def bleep_loss(img, expr, temperature: float = 1.0, normalize: bool = False):
-    """BLEEP's soft-target contrastive loss between paired image and expression embeddings (B, d)."""
-    import torch.nn.functional as F
-
-    from genedml.networks.losses import soft_target_loss  # Gene-DML's instance-level loss is BLEEP's
-
-    img, expr = img.float(), expr.float()
-    if normalize:
-        img, expr = F.normalize(img, dim=-1), F.normalize(expr, dim=-1)
-    return soft_target_loss(img, expr, temperature)
-
-
-def knn_predict(query, keys, values, k: int, aggregate: str = "mean", temperature: float = 1.0):
-    """Mean (or similarity-weighted mean) of ``values`` of the ``k`` keys most cosine-similar to each query."""
-    import torch
-    import torch.nn.functional as F
-
-    if keys.shape[0] == 0:
-        raise RuntimeError("the BLEEP reference set is empty (model not fitted?)")
-    k = max(1, min(int(k), keys.shape[0]))
-    sim = F.normalize(query.float(), dim=-1) @ F.normalize(keys.float(), dim=-1).T
-    top, idx = sim.topk(k, dim=1)
-    neigh = values[idx]  # (B, k, G)
-    if aggregate == "mean":
-        return neigh.mean(1)
-    if aggregate == "weighted":
-        w = torch.softmax(top / temperature, dim=1)
-        return (w[..., None] * neigh).sum(1)
-    raise ValueError(f"unknown aggregate {aggregate!r}: mean | weighted")
-
-
-def projection(in_dim: int, dim: int, dropout: float):
-    import torch.nn as nn
-
-    class Projection(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.first = nn.Linear(in_dim, dim)
-            self.second = nn.Sequential(nn.GELU(), nn.Linear(dim, dim), nn.Dropout(dropout))
-            self.norm = nn.LayerNorm(dim)
-
-        def forward(self, x):
-            h = self.first(x)
-            return self.norm(h + self.second(h))
-
-    return Projection()
-
-
 class BLEEPHead(TorchHead):
+    """The network (``genedml.networks.bleep_net.BLEEP``) sees the concatenated feature views of a batch."""
+
     kind = "bleep"
     defaults = {"dim": 256, "dropout": 0.1, "temperature": 1.0, "normalize": False, "k": 50,
                 "aggregate": "mean", "reference": "train", "features": ["local"], "input_norm": "standard",
@@ -97,36 +50,24 @@ class BLEEPHead(TorchHead):
         self._reference_targets: list = []
 
     def build_model(self, dims: dict):
-        import torch
-        import torch.nn as nn
+        from genedml.networks.bleep_net import BLEEP
 
-        p, views = self.params, self.views
-        img_dim = dims["local_dim"] * len(views)
-        temperature, aggregate, k = float(p["temperature"]), p["aggregate"], int(p["k"])
-
-        class BLEEP(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.standardize = input_norm(p["input_norm"], img_dim)
-                self.image = projection(img_dim, int(p["dim"]), float(p["dropout"]))
-                self.expression = projection(dims["n_genes"], int(p["dim"]), float(p["dropout"]))
-                n_ref = int(dims.get("n_reference", 0))
-                self.register_buffer("ref_keys", torch.zeros(n_ref, int(p["dim"])))
-                self.register_buffer("ref_values", torch.zeros(n_ref, dims["n_genes"]))
-
-            def embed_image(self, batch: Batch):
-                return self.image(self.standardize(batch_views(batch, views)))
-
-            def forward(self, batch: Batch):
-                return knn_predict(self.embed_image(batch), self.ref_keys, self.ref_values, k, aggregate, temperature)
-
-        return BLEEP()
+        p = self.params
+        return BLEEP(dims["local_dim"] * len(self.views), dims["n_genes"], int(p["dim"]), float(p["dropout"]),
+                     p["input_norm"], int(p["k"]), p["aggregate"], float(p["temperature"]),
+                     int(dims.get("n_reference", 0)))
 
     def init_model(self, model, train) -> None:
         fit_input_norm(model.standardize, training_views(train, self.views))
 
+    def predict_batch(self, model, batch: Batch):
+        return model(batch_views(batch, self.views))
+
     def loss(self, model, batch: Batch, epoch: int):
-        loss = bleep_loss(model.embed_image(batch), model.expression(batch.targets), float(self.params["temperature"]),
+        from genedml.networks.losses import bleep_loss
+
+        image = model.embed_image(batch_views(batch, self.views))
+        loss = bleep_loss(image, model.expression(batch.targets), float(self.params["temperature"]),
                           bool(self.params["normalize"]))
         return loss, {"contrastive": float(loss.detach())}
 
@@ -162,4 +103,4 @@ class BLEEPHead(TorchHead):
         return {**facts, "reference_spots": self.dims["n_reference"]}
 
 
-__all__ = ["BLEEPHead", "bleep_loss", "knn_predict"]
+__all__ = ["BLEEPHead"]

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 
 from genedml.heads import presets
+from genedml.heads.base import section_settings
+from genedml.heads.inputs import check_choice, set_output_bias, training_locals
 from genedml.heads.torch_head import TRAIN_DEFAULTS, Batch, TorchHead
 
 log = logging.getLogger(__name__)
@@ -21,14 +23,16 @@ log = logging.getLogger(__name__)
 class GeneDMLHead(TorchHead):
     kind = "genedml"
 
-    def __init__(self, params: dict, seed: int = 0):
-        super().__init__({}, seed)
-        self.params = presets.resolve("genedml", TRAIN_DEFAULTS, params)
+    @classmethod
+    def settings(cls, params: dict | None) -> dict:
+        """Resolved in layers (``genedml.heads.presets``), then checked."""
+        settings = presets.resolve("genedml", {**cls.COMMON, **TRAIN_DEFAULTS}, section_settings(cls.kind, params))
         for key in ("instance_targets", "grouping", "ig_queries", "pool", "kmeans_init", "local_input"):
-            _check_choice(key, self.params[key])
-        bad = sorted(set(self.params["instance_scales"]) - {"local", "neighbour", "global", "fused"})
+            check_choice(key, settings[key])
+        bad = sorted(set(settings["instance_scales"]) - {"local", "neighbour", "global", "fused"})
         if bad:
             raise ValueError(f"genedml: unknown instance_scales {bad}; use local, neighbour, global or fused")
+        return settings
 
     def build_model(self, dims: dict):
         from genedml.networks.gene_dml_net import GeneDML
@@ -37,7 +41,7 @@ class GeneDMLHead(TorchHead):
 
     def init_model(self, model, train) -> None:
         set_output_bias(model.predictor[-1], train)
-        model.image.set_input_stats(_train_locals(train))
+        model.image.set_input_stats(training_locals(train))
 
     def loss(self, model, batch: Batch, epoch: int):
         out = model.encode_image(batch)
@@ -99,36 +103,3 @@ def _full_precision(tensor):
     import torch
 
     return torch.autocast(tensor.device.type, enabled=False)
-
-
-def set_output_bias(layer, train) -> None:
-    """Start the output layer at the training spots' mean expression (zero weights are kept random): the
-    first epochs then refine a mean predictor instead of climbing from zero. A deviation from the
-    reference's default initialisation that only matters for short runs on small folds."""
-    import torch
-
-    with torch.no_grad():
-        mean = torch.cat([st.targets for st in train]).mean(0)
-        layer.bias.copy_(mean.to(layer.bias.device))
-
-
-def _train_locals(train):
-    import torch
-
-    return torch.cat([st.local for st in train])
-
-
-CHOICES = {
-    "instance_targets": ("soft", "identity"),
-    "grouping": ("kmeans", "spectral", "none"),
-    "ig_queries": ("projected", "raw"),
-    "pool": ("scales", "tokens"),
-    "kmeans_init": ("first", "farthest"),
-    "local_input": ("auto", "cls", "tokens"),
-    "fusion": ("cross", "self"),
-}
-
-
-def _check_choice(key: str, value) -> None:
-    if value not in CHOICES[key]:
-        raise ValueError(f"unknown {key} {value!r}: {' | '.join(CHOICES[key])}")

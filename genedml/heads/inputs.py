@@ -1,12 +1,29 @@
-"""Per-spot feature views of a training batch, as tensors (the torch side of ``base.FEATURE_VIEWS``).
+"""Helpers shared by the neural heads: feature views of a batch, input normalisation, output biases, settings.
 
-``local`` = the spot's own embedding; ``neighbour_mean`` = mean of its in-image neighbour tiles;
-``global_mean`` = the mean local embedding of the spot's whole section (same for every spot of it).
+Feature views (the torch side of ``base.FEATURE_VIEWS``): ``local`` = the spot's own embedding;
+``neighbour_mean`` = mean of its in-image neighbour tiles; ``global_mean`` = the mean local embedding of the
+spot's whole section (same for every spot of it).
 """
 
 from __future__ import annotations
 
 VIEWS = ("local", "neighbour_mean", "global_mean")
+
+# the allowed values of the Gene-DML and TRIPLEX settings that name a choice
+CHOICES = {
+    "instance_targets": ("soft", "identity"),
+    "grouping": ("kmeans", "spectral", "none"),
+    "ig_queries": ("projected", "raw"),
+    "pool": ("scales", "tokens"),
+    "kmeans_init": ("first", "farthest"),
+    "local_input": ("auto", "cls", "tokens"),
+    "fusion": ("cross", "self"),
+}
+
+
+def check_choice(key: str, value) -> None:
+    if value not in CHOICES[key]:
+        raise ValueError(f"unknown {key} {value!r}: {' | '.join(CHOICES[key])}")
 
 
 def check_views(views) -> list[str]:
@@ -40,34 +57,8 @@ def section_groups(batch) -> list:
     return list(groups) if groups else [(batch.section, batch.index)]
 
 
-def standardizer(dim: int):
-    """An ``nn.Module`` computing ``(x - mean) / std`` per feature, with statistics of the training spots
-    (buffers: saved with the model). As ridge's StandardScaler; unlike a per-spot LayerNorm it keeps each
-    spot's overall feature level, which carries signal (e.g. tissue density) in frozen-encoder features."""
-    import torch
-    import torch.nn as nn
-
-    class Standardize(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.register_buffer("mean", torch.zeros(dim))
-            self.register_buffer("std", torch.ones(dim))
-
-        def fit(self, x) -> None:
-            with torch.no_grad():
-                x = x.float()
-                std = x.std(0) if x.shape[0] > 1 else torch.ones_like(self.std)
-                self.mean.copy_(x.mean(0))
-                self.std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))  # constant features stay as is
-
-        def forward(self, x):
-            return (x - self.mean) / self.std
-
-    return Standardize()
-
-
 def training_views(train: list, views: list[str]):
-    """The views of every training spot, (N, len(views) * D), for fitting a standardizer."""
+    """The views of every training spot, (N, len(views) * D), for fitting an input normalisation."""
     import torch
 
     from genedml.heads.torch_head import make_batch
@@ -76,24 +67,17 @@ def training_views(train: list, views: list[str]):
                       for st in train])
 
 
-INPUT_NORMS = ("layer", "standard", "none")
+def training_locals(train: list):
+    """The local embeddings of every training spot, (N, D)."""
+    import torch
 
-
-def input_norm(kind: str, dim: int):
-    """The input normalisation of a head: ``layer`` (per-spot LayerNorm), ``standard`` (per-feature training
-    statistics, see ``standardizer``) or ``none``."""
-    import torch.nn as nn
-
-    if kind == "layer":
-        return nn.LayerNorm(dim)
-    if kind == "standard":
-        return standardizer(dim)
-    if kind == "none":
-        return nn.Identity()
-    raise ValueError(f"unknown input_norm {kind!r}: {' | '.join(INPUT_NORMS)}")
+    return torch.cat([st.local for st in train])
 
 
 def check_input_norm(kind: str) -> str:
+    """``kind`` if it names an input normalisation (``genedml.networks.input_norm``): layer | standard | none."""
+    from genedml.networks.input_norm import INPUT_NORMS
+
     if kind not in INPUT_NORMS:
         raise ValueError(f"unknown input_norm {kind!r}: {' | '.join(INPUT_NORMS)}")
     return kind
@@ -103,3 +87,14 @@ def fit_input_norm(module, x) -> None:
     """Fit a ``standard`` normalisation to training inputs; the others have nothing to fit."""
     if hasattr(module, "fit"):
         module.fit(x)
+
+
+def set_output_bias(layer, train) -> None:
+    """Start the output layer at the training spots' mean expression (zero weights are kept random): the
+    first epochs then refine a mean predictor instead of climbing from zero. A deviation from the
+    reference's default initialisation that only matters for short runs on small folds."""
+    import torch
+
+    with torch.no_grad():
+        mean = torch.cat([st.targets for st in train]).mean(0)
+        layer.bias.copy_(mean.to(layer.bias.device))

@@ -103,26 +103,3 @@ def predict_sample(head_name: str, model_dirs: list, sample: str, features_path,
     log.info("%s: %s predictions for %d spots x %d genes (mean of %d fold models) -> %s",
              sample, head_name, feats.n_spots, len(genes), len(preds), out)
     return mean
-
-
-def predict_plan(config: dict, training_samples: list[str], heads: list[str]) -> tuple[list[str], str | None, list[str]]:
-    """The config's ``predict`` section: (samples, their HEST-layout folder, heads to apply).
-
-    ``samples``: a list of sample ids or a TSV with a ``sample`` column; ``hest_dir``: the folder with their
-    ``wsis/``, ``st/`` (spot positions; counts not needed) and ``metadata/``; ``heads``: default every head.
-    """
-    cfg = config.get("predict") or {}
-    samples = cfg.get("samples") or []
-    if isinstance(samples, str):
-        samples = pd.read_csv(samples, sep="\t", dtype=str)["sample"].tolist()
-    samples = [str(s) for s in samples]
-    if samples and not cfg.get("hest_dir"):
-        raise ValueError("config predict.samples is set but predict.hest_dir is not")
-    clash = sorted(set(samples) & set(training_samples))
-    if clash:
-        raise ValueError(f"predict.samples {clash} are also training samples; give new sections other ids")
-    use = list(cfg.get("heads") or heads)
-    unknown = sorted(set(use) - set(heads))
-    if unknown:
-        raise ValueError(f"predict.heads {unknown} are not heads of this config ({', '.join(heads)})")
-    return samples, cfg.get("hest_dir"), use

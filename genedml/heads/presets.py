@@ -141,7 +141,7 @@ def resolve(head: str, train_defaults: dict, params: dict) -> dict:
         model, sizes = TRIPLEX_MODEL_DEFAULTS, TRIPLEX_SIZES
     else:
         raise ValueError(head)
-    allowed = set(train_defaults) | set(model) | {"seed", "log_every"}
+    allowed = set(train_defaults) | set(model)
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise ValueError(f"{head}: unknown setting(s) {unknown}; known: {', '.join(sorted(allowed))}")

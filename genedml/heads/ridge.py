@@ -18,9 +18,12 @@ from genedml.heads.base import Head, Section, spot_features
 
 class RidgeHead(Head):
     kind = "ridge"
+    # alphas: ridge penalties tried (chosen on the validation sections); pca: components (0 = none);
+    # features: the per-spot views (genedml.heads.base.FEATURE_VIEWS)
+    defaults = {"alphas": [1.0], "pca": 0, "features": ["local"]}
 
     def _views(self) -> list[str]:
-        return list(self.params.get("features", ["local"]))
+        return list(self.params["features"])
 
     def _pipeline(self, alpha: float, n_features: int, n_samples: int):
         from sklearn.decomposition import PCA
@@ -29,7 +32,7 @@ class RidgeHead(Head):
         from sklearn.preprocessing import StandardScaler
 
         steps = [StandardScaler()]
-        pca = int(self.params.get("pca") or 0)
+        pca = int(self.params["pca"] or 0)
         if pca:
             steps.append(PCA(min(pca, n_features, n_samples), random_state=self.seed))
         steps.append(Ridge(alpha=alpha))
@@ -41,7 +44,7 @@ class RidgeHead(Head):
         return x, y
 
     def fit(self, train: list[Section], val: list[Section], test: list[Section] | None = None) -> dict:
-        alphas = [float(a) for a in self.params.get("alphas", [1.0])]
+        alphas = [float(a) for a in self.params["alphas"]]
         x, y = self._xy(train)
         scores = {}
         if val and len(alphas) > 1:

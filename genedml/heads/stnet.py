@@ -14,8 +14,8 @@ after the first.
 
 from __future__ import annotations
 
-from genedml.heads.inputs import (batch_views, check_input_norm, check_views, fit_input_norm, input_norm,
-                          training_views)
+from genedml.heads.inputs import (batch_views, check_input_norm, check_views, fit_input_norm, set_output_bias,
+                                  training_views)
 from genedml.heads.torch_head import Batch, TorchHead
 
 
@@ -29,6 +29,8 @@ def hidden_widths(hidden) -> list[int]:
 
 
 class STNetHead(TorchHead):
+    """The network (``genedml.networks.stnet_net.STNet``) sees the concatenated feature views of a batch."""
+
     kind = "stnet"
     defaults = {"hidden": 512, "dropout": 0.1, "features": ["local"], "input_norm": "layer", "epochs": 100,
                 "patience": 15}
@@ -40,36 +42,21 @@ class STNetHead(TorchHead):
         check_input_norm(self.params["input_norm"])
 
     def build_model(self, dims: dict):
-        import torch.nn as nn
+        from genedml.networks.stnet_net import STNet
 
-        views, drop = self.views, float(self.params["dropout"])
-        width = dims["local_dim"] * len(views)
-        layers = [input_norm(self.params["input_norm"], width)]
-        for i, w in enumerate(self.widths):
-            layers += ([nn.LayerNorm(width)] if i else []) + [nn.Linear(width, w), nn.GELU(), nn.Dropout(drop)]
-            width = w
-        layers.append(nn.Linear(width, dims["n_genes"]))
-
-        class Model(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.net = nn.Sequential(*layers)
-
-            def forward(self, batch: Batch):
-                return self.net(batch_views(batch, views))
-
-        return Model()
+        return STNet(dims["local_dim"] * len(self.views), dims["n_genes"], self.widths, float(self.params["dropout"]),
+                     self.params["input_norm"])
 
     def init_model(self, model, train) -> None:
         """Input statistics from the training spots; the output layer starts at their mean expression."""
-        import torch
+        fit_input_norm(model.norm, training_views(train, self.views))
+        set_output_bias(model.output, train)
 
-        fit_input_norm(model.net[0], training_views(train, self.views))
-        with torch.no_grad():
-            model.net[-1].bias.copy_(torch.cat([st.targets for st in train]).mean(0).to(model.net[-1].bias.device))
+    def predict_batch(self, model, batch: Batch):
+        return model(batch_views(batch, self.views))
 
     def loss(self, model, batch: Batch, epoch: int):
         import torch.nn.functional as F
 
-        loss = F.mse_loss(model(batch).float(), batch.targets)
+        loss = F.mse_loss(self.predict_batch(model, batch).float(), batch.targets)
         return loss, {"mse": float(loss.detach())}

@@ -45,6 +45,7 @@ TRAIN_DEFAULTS = {
     "amp": True,
     "eval_batch_size": 1024,
     "batching": "section",  # section | mixed
+    "log_every": 1,  # epochs between log lines
 }
 
 
@@ -149,11 +150,13 @@ class TorchHead(Head):
     """Subclasses implement ``build_model`` and ``loss``; ``predict_batch`` defaults to ``model(batch)``."""
 
     kind = "torch"
-    defaults: dict = {}
+
+    @classmethod
+    def known_settings(cls) -> dict:
+        return {**cls.COMMON, **TRAIN_DEFAULTS, **cls.defaults}
 
     def __init__(self, params: dict, seed: int = 0):
-        merged = {**TRAIN_DEFAULTS, **self.defaults, **(params or {})}
-        super().__init__(merged, seed)
+        super().__init__(params, seed)
         self.model = None
         self.history: list[dict] = []
         self.dims: dict = {}
@@ -177,7 +180,7 @@ class TorchHead(Head):
     def device(self) -> str:
         import torch
 
-        want = self.params.get("device", "auto")
+        want = self.params["device"]
         return ("cuda" if torch.cuda.is_available() else "cpu") if want == "auto" else want
 
     def _autocast(self, device: str):
@@ -185,7 +188,7 @@ class TorchHead(Head):
 
         import torch
 
-        if device == "cuda" and self.params.get("amp", True):
+        if device == "cuda" and self.params["amp"]:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -302,7 +305,7 @@ class TorchHead(Head):
                 best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             else:
                 waited += 1
-            if epoch % max(1, int(p.get("log_every", 1))) == 0:
+            if epoch % max(1, int(p["log_every"])) == 0:
                 log.info("epoch %d: loss %.4f, %s PCC %.4f (best %.4f @ %d), %.1f s",
                          epoch, row.get("loss", float("nan")), selection, score, best, best_epoch, train_s)
             if sel and waited >= int(p["patience"]):

@@ -59,7 +59,7 @@ def predictions_anndata(section: Section, prediction: np.ndarray, fold: int, hea
 
 
 def train_fold(head_name: str, head_cfg: dict, folds_path, fold: int, features: dict, targets: dict,
-               out_dir, seed: int = 0) -> dict:
+               out_dir) -> dict:
     """``features`` / ``targets``: sample -> path. Writes into ``out_dir`` atomically (as one folder)."""
     import anndata as ad
 
@@ -82,7 +82,9 @@ def train_fold(head_name: str, head_cfg: dict, folds_path, fold: int, features: 
     log.info("fold %d: %d train / %d val / %d test sections, %d genes (loaded in %.1f s)",
              fold, len(train), len(val), len(test), len(genes), t_load)
     cls = head_class(head_cfg.get("type", head_name))
-    head = cls({k: v for k, v in head_cfg.items() if k != "type"}, seed=seed)
+    settings = cls.settings(head_cfg)
+    seed = int(settings["seed"])
+    head = cls(settings, seed=seed)
     t1 = time.perf_counter()
     leaky = head_cfg.get("selection") == "test_fold"
     facts = head.fit(train, val, test) if leaky else head.fit(train, val)

@@ -11,18 +11,21 @@ distillation). Prediction is the fused output.
 from __future__ import annotations
 
 from genedml.heads import presets
-from genedml.heads.gene_dml import _check_choice, _train_locals, set_output_bias
+from genedml.heads.base import section_settings
+from genedml.heads.inputs import check_choice, set_output_bias, training_locals
 from genedml.heads.torch_head import TRAIN_DEFAULTS, Batch, TorchHead
 
 
 class TriplexHead(TorchHead):
     kind = "triplex"
 
-    def __init__(self, params: dict, seed: int = 0):
-        super().__init__({}, seed)
-        self.params = presets.resolve("triplex", TRAIN_DEFAULTS, params)
+    @classmethod
+    def settings(cls, params: dict | None) -> dict:
+        """Resolved in layers (``genedml.heads.presets``), then checked."""
+        settings = presets.resolve("triplex", {**cls.COMMON, **TRAIN_DEFAULTS}, section_settings(cls.kind, params))
         for key in ("fusion", "local_input"):
-            _check_choice(key, self.params[key])
+            check_choice(key, settings[key])
+        return settings
 
     def build_model(self, dims: dict):
         from genedml.networks.triplex_net import Triplex
@@ -32,7 +35,7 @@ class TriplexHead(TorchHead):
     def init_model(self, model, train) -> None:
         for layer in [model.fc, *model.fc_scale.values()]:
             set_output_bias(layer, train)
-        model.image.set_input_stats(_train_locals(train))
+        model.image.set_input_stats(training_locals(train))
 
     def loss(self, model, batch: Batch, epoch: int):
         from genedml.networks.losses import self_distillation_loss

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from genedml.atomic import atomic_path, write_json
+from genedml.io.hest import SamplePaths
 from genedml.io.tiff import write_pyramidal_tiff
+from genedml.pipeline.spec import StageSpec
 
 log = logging.getLogger(__name__)
 
@@ -98,22 +102,31 @@ def _hex_spots(width_um: float, height_um: float, pitch_um: float, margin_um: fl
     return np.array(spots)
 
 
-def make_section(
-    sample: str,
-    patient: str,
-    out_dir: str | Path,
-    seed: int = 0,
-    width_um: float = 2000.0,
-    height_um: float = 1400.0,
-    mpp: float = 0.5,
-    pitch_um: float = 100.0,
-    n_genes: int = 300,
-    mean_library: float = 6000.0,
-) -> dict:
+@dataclass(frozen=True)
+class DemoSpec(StageSpec):
+    """Settings of the synthetic sections (config ``demo``; defaults in the config schema)."""
+
+    section: ClassVar[str] = "demo"
+
+    seed: int
+    n_genes: int
+    width_um: float
+    height_um: float
+    mpp: float
+
+
+PITCH_UM = 100.0  # Visium-like spot pitch
+MEAN_LIBRARY = 6000.0  # mean counts per spot
+
+
+def make_section(sample: str, patient: str, out_dir: str | Path, spec: DemoSpec | None = None) -> dict:
     """Write ``wsis/{sample}.tif``, ``st/{sample}.h5ad`` and ``metadata/{sample}.json`` under ``out_dir``."""
     import anndata as ad
     import pandas as pd
 
+    spec = spec or DemoSpec.from_config({})
+    seed, width_um, height_um, mpp, n_genes = spec.seed, spec.width_um, spec.height_um, spec.mpp, spec.n_genes
+    pitch_um, mean_library = PITCH_UM, MEAN_LIBRARY
     out_dir = Path(out_dir)
     rng = np.random.default_rng(_seed("section", seed, sample))
     H, W = int(round(height_um / mpp)), int(round(width_um / mpp))
@@ -220,9 +233,8 @@ def make_section(
     adata.obsm["spatial"] = np.stack([px, py], 1)
     adata.uns["genedml_demo"] = {"seed": int(seed), "patient": patient}
 
-    slide_path = out_dir / "wsis" / f"{sample}.tif"
-    st_path = out_dir / "st" / f"{sample}.h5ad"
-    meta_path = out_dir / "metadata" / f"{sample}.json"
+    paths = SamplePaths.layout(out_dir, sample)
+    slide_path, st_path, meta_path = paths.slide, paths.st, paths.metadata
     write_pyramidal_tiff(slide_path, image, mpp=mpp)
     with atomic_path(st_path) as tmp:
         adata.write_h5ad(tmp)

@@ -22,15 +22,26 @@ class SamplePaths:
     metadata: Path
 
     @classmethod
-    def in_hest_dir(cls, hest_dir: str | os.PathLike, sample: str) -> "SamplePaths":
+    def layout(cls, hest_dir: str | os.PathLike, sample: str, slide_suffix: str = ".tif") -> "SamplePaths":
+        """Where HEST-1k keeps a sample (the one place this layout is spelled out); ``sample`` may be a
+        pattern such as ``{sample}`` for a Snakemake rule."""
         root = Path(hest_dir)
-        slide = root / "wsis" / f"{sample}.tif"
-        if not slide.exists():
+        return cls(sample, root / "wsis" / f"{sample}{slide_suffix}", root / "st" / f"{sample}.h5ad",
+                   root / "metadata" / f"{sample}.json")
+
+    @classmethod
+    def in_hest_dir(cls, hest_dir: str | os.PathLike, sample: str) -> "SamplePaths":
+        """The sample's files in a HEST-1k folder; the slide may have any suffix OpenSlide reads."""
+        paths = cls.layout(hest_dir, sample)
+        if not paths.slide.exists():
             for suffix in SLIDE_SUFFIXES:
-                if (root / "wsis" / f"{sample}{suffix}").exists():
-                    slide = root / "wsis" / f"{sample}{suffix}"
-                    break
-        return cls(sample, slide, root / "st" / f"{sample}.h5ad", root / "metadata" / f"{sample}.json")
+                found = cls.layout(hest_dir, sample, suffix)
+                if found.slide.exists():
+                    return found
+        return paths
+
+    def as_dict(self) -> dict[str, str]:
+        return {"slide": str(self.slide), "st": str(self.st), "metadata": str(self.metadata)}
 
 
 def load_metadata(path: str | os.PathLike, sample: str) -> dict:

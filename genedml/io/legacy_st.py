@@ -25,12 +25,15 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
 from genedml.atomic import atomic_path, write_json
 from genedml.errors import InputError
+from genedml.io.hest import SamplePaths
+from genedml.pipeline.spec import StageSpec
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +163,7 @@ def read_image(path: str | os.PathLike, sample: str) -> np.ndarray:
     return np.asarray(rgb)
 
 
-def estimate_mpp(array_xy: np.ndarray, pixel_xy: np.ndarray, technology: str = "st") -> dict:
+def estimate_mpp(array_xy: np.ndarray, pixel_xy: np.ndarray, technology: str) -> dict:
     """µm per pixel from spot centres and their array coordinates (``array_xy`` = (column, row) steps).
 
     Fits ``pixel = A @ array + t`` by least squares; the µm/px is ``sqrt(col_um * row_um / |det A|)`` (rotation
@@ -189,14 +192,26 @@ def estimate_mpp(array_xy: np.ndarray, pixel_xy: np.ndarray, technology: str = "
     }
 
 
+@dataclass(frozen=True)
+class ImportSpec(StageSpec):
+    """How legacy-ST sections are converted (config ``data``: its spot grid and the TIFF's JPEG quality;
+    ``data.mpp`` is per sample and given to ``import_section`` directly)."""
+
+    section: ClassVar[str] = "data"
+    keys: ClassVar[tuple[str, ...]] = ("technology", "jpeg_quality")
+
+    technology: str  # st | visium
+    jpeg_quality: int
+
+
 def _outputs(out_dir: Path, sample: str) -> dict[str, Path]:
-    return {"slide": out_dir / "wsis" / f"{sample}.tif", "st": out_dir / "st" / f"{sample}.h5ad",
-            "metadata": out_dir / "metadata" / f"{sample}.json"}
+    paths = SamplePaths.layout(out_dir, sample)
+    return {"slide": paths.slide, "st": paths.st, "metadata": paths.metadata}
 
 
-def import_section(files: LegacyFiles, out_dir: str | os.PathLike, sample: str | None = None,
+def import_section(files: LegacyFiles, out_dir: str | os.PathLike, spec: ImportSpec, sample: str | None = None,
                    patient: str | None = None, dataset: str | None = None, mpp: float | None = None,
-                   technology: str = "st", quality: int = 90, overwrite: bool = False) -> dict:
+                   overwrite: bool = False) -> dict:
     """Convert one legacy-ST section into ``out_dir`` in the HEST-1k layout; returns the metadata written.
 
     Everything is read and checked before anything is written; the three outputs are written under
@@ -207,8 +222,7 @@ def import_section(files: LegacyFiles, out_dir: str | os.PathLike, sample: str |
     from genedml import __version__
     from genedml.io.tiff import write_pyramidal_tiff
 
-    if technology not in TECHNOLOGIES:
-        raise InputError(f"unknown technology {technology!r}; choose one of {', '.join(TECHNOLOGIES)}")
+    technology, quality = spec.technology, spec.jpeg_quality
     sample = sample or files.section
     outputs = _outputs(Path(out_dir), sample)
     existing = [str(p) for p in outputs.values() if p.exists()]

@@ -1,4 +1,7 @@
-"""Open whole-slide images through OpenSlide and cut spot-centred crops at a physical scale."""
+"""Open whole-slide images through OpenSlide and read level-0 boxes (or spot-centred crops) at a scale.
+
+``read_box`` is the one region reader: the embed engine reads every tile and local crop through it.
+"""
 
 from __future__ import annotations
 
@@ -42,27 +45,38 @@ def tiff_mpp(slide) -> float | None:
     return mpp if mpp and mpp > 0 else None
 
 
-def read_crop(slide, centre_xy, out_px: int, scale: float, level_dims=None) -> np.ndarray:
-    """An ``out_px`` square RGB crop centred on ``centre_xy`` (level-0 px), ``scale`` level-0 px per output px.
+def read_box(slide, x0: float, y0: float, out_w: int, out_h: int, scale: float) -> np.ndarray:
+    """(out_h, out_w, 3) uint8 RGB of the level-0 box at (x0, y0) of size (out_w, out_h) * ``scale``.
 
-    Reads from the coarsest pyramid level that still has at least the requested resolution, then
-    resamples. Area outside the slide is black (zeros): the caller's mask records it.
+    Reads from the coarsest pyramid level that still has the requested resolution. When the box needs no
+    resizing at that level (native resolution, or a scale that is exactly a pyramid downsample) its corner
+    is snapped to the nearest whole pixel of the level (a shift of at most half a pixel) and the pixels are
+    copied, not interpolated; otherwise it is resampled (bilinear, sub-pixel exact). Outside the image is
+    black. A slide that cannot be decoded there raises ``openslide.OpenSlideError``.
     """
-    size0 = out_px * scale  # crop side in level-0 pixels
-    x0 = centre_xy[0] - size0 / 2.0
-    y0 = centre_xy[1] - size0 / 2.0
     level = slide.get_best_level_for_downsample(scale + 1e-6)
     down = slide.level_downsamples[level]
-    side = int(np.ceil(size0 / down)) + 2
+    w0, h0 = out_w * scale, out_h * scale
+    if abs(w0 / down - out_w) < 1e-6 and abs(h0 / down - out_h) < 1e-6:
+        lx, ly = int(np.floor(x0 / down + 0.5)), int(np.floor(y0 / down + 0.5))  # level px of the corner
+        region = slide.read_region((int(round(lx * down)), int(round(ly * down))), level, (out_w, out_h))
+        return np.asarray(region.convert("RGB"))  # outside the image: transparent black -> black
     left, top = int(np.floor(x0)), int(np.floor(y0))
-    region = slide.read_region((left, top), level, (side, side))
-    rgba = np.asarray(region)
-    rgb = np.where(rgba[..., 3:4] == 0, 0, rgba[..., :3]).astype(np.uint8)
-    # sub-pixel offset of the exact crop inside the region, in level pixels
-    ox, oy = (x0 - left) / down, (y0 - top) / down
-    box = (ox, oy, ox + size0 / down, oy + size0 / down)
-    img = Image.fromarray(rgb)
-    if abs(size0 / down - out_px) < 1e-6 and abs(ox - round(ox)) < 1e-6 and abs(oy - round(oy)) < 1e-6:
-        bx, by = int(round(ox)), int(round(oy))
-        return rgb[by : by + out_px, bx : bx + out_px]
-    return np.asarray(img.resize((out_px, out_px), Image.Resampling.BILINEAR, box=box))
+    side_w = int(np.ceil(w0 / down)) + 2
+    side_h = int(np.ceil(h0 / down)) + 2
+    region = slide.read_region((left, top), level, (side_w, side_h)).convert("RGB")
+    ox, oy = (x0 - left) / down, (y0 - top) / down  # the box's sub-pixel offset in the region, level px
+    box = (ox, oy, ox + w0 / down, oy + h0 / down)
+    return np.asarray(region.resize((out_w, out_h), Image.Resampling.BILINEAR, box=box))
+
+
+def crop_corner(centre_xy, out_px: int, scale: float) -> tuple[float, float]:
+    """Level-0 corner of the ``out_px`` square crop centred on ``centre_xy`` at ``scale`` level-0 px per px."""
+    half = out_px * scale / 2.0
+    return centre_xy[0] - half, centre_xy[1] - half
+
+
+def read_crop(slide, centre_xy, out_px: int, scale: float) -> np.ndarray:
+    """An ``out_px`` square RGB crop centred on ``centre_xy`` (level-0 px): ``read_box`` around a centre."""
+    x0, y0 = crop_corner(centre_xy, out_px, scale)
+    return read_box(slide, x0, y0, out_px, out_px, scale)

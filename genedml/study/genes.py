@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
 from genedml.errors import InputError
+from genedml.pipeline.spec import StageSpec
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +45,19 @@ def gene_totals(st_paths: dict[str, Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(totals), pd.DataFrame(detected)
 
 
-def select_genes(
-    st_paths: dict[str, Path],
-    n_top: int = 250,
-    gene_list: str | Path | None = None,
-    min_spot_fraction: float = 0.0,
-    missing: str = "drop",
-) -> tuple[list[str], pd.DataFrame]:
+@dataclass(frozen=True)
+class GeneSpec(StageSpec):
+    """Which genes to predict (config ``genes``; defaults and allowed values in the config schema)."""
+
+    section: ClassVar[str] = "genes"
+
+    list: str | None  # a gene list file or a built-in list name; None = the top n_top
+    n_top: int
+    min_spot_fraction: float
+    missing: str  # drop | fail
+
+
+def select_genes(st_paths: dict[str, Path], spec: GeneSpec) -> tuple[list[str], pd.DataFrame]:
     """Return the chosen genes and a table (gene, total_counts, spot_fraction, samples_with_gene).
 
     With ``gene_list`` the list's order is kept; genes missing from any sample are reported by name and
@@ -56,6 +65,7 @@ def select_genes(
     genes present in every sample are ranked by total raw counts, optionally keeping only genes detected
     in at least ``min_spot_fraction`` of spots (the refactored TRIPLEX uses 0.1).
     """
+    n_top, gene_list, min_spot_fraction, missing = spec.n_top, spec.list, spec.min_spot_fraction, spec.missing
     totals, detected = gene_totals(st_paths)
     present_all = totals.notna().all(axis=1)
     table = pd.DataFrame(

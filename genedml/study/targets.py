@@ -11,11 +11,23 @@ Every output records the recipe, so numbers from different recipes are never com
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
 
 from genedml.errors import InputError
+from genedml.pipeline import schema
+from genedml.pipeline.spec import StageSpec
 
-RECIPES = ("reference", "log1p", "log1p_cpm")
+
+@dataclass(frozen=True)
+class TargetSpec(StageSpec):
+    """How counts become regression targets (config ``targets``)."""
+
+    section: ClassVar[str] = "targets"
+
+    recipe: str  # reference | log1p | log1p_cpm
 
 
 def grid_neighbours(spatial: np.ndarray, radius_factor: float = 1.5):
@@ -35,7 +47,7 @@ def grid_neighbours(spatial: np.ndarray, radius_factor: float = 1.5):
     return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
 
 
-def make_targets(counts: np.ndarray, spatial: np.ndarray, recipe: str = "reference",
+def make_targets(counts: np.ndarray, spatial: np.ndarray, recipe: str,
                  all_gene_totals: np.ndarray | None = None, smooth: bool | None = None,
                  sample: str | None = None) -> np.ndarray:
     counts = np.asarray(counts, dtype=np.float64)
@@ -51,7 +63,7 @@ def make_targets(counts: np.ndarray, spatial: np.ndarray, recipe: str = "referen
         y = np.log1p(1e4 * counts / np.where(lib > 0, lib, 1.0))
         smooth = False if smooth is None else smooth
     else:
-        raise InputError(f"unknown target recipe {recipe!r}; choose one of {', '.join(RECIPES)}", sample)
+        raise InputError(f"unknown target recipe {recipe!r}; choose one of {', '.join(schema.choices('targets.recipe'))}", sample)
     if smooth:
         adj = grid_neighbours(np.asarray(spatial, dtype=float))
         y = np.asarray(adj @ y) / np.asarray(adj.sum(1))

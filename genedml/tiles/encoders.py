@@ -12,9 +12,11 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 from genedml.compat import import_timm
+from genedml.pipeline import schema
+from genedml.pipeline.spec import StageSpec
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +158,35 @@ def build_timm(name: str, weights=None, expected_sha256=None, allow_random_init=
 REGISTRY: dict[str, Callable[..., Encoder]] = {"uni": build_uni}
 
 # encoder settings that change how fast features are made, never what they are
-RUNTIME_KNOBS = ("batch_size", "num_workers", "device")
+@dataclass(frozen=True)
+class EncoderSpec(StageSpec):
+    """What the embed stage encodes with (config ``encoder`` without its run-time knobs, which the schema
+    marks ``x-runtime``: they never change the features, so changing them re-embeds nothing)."""
+
+    section: ClassVar[str] = "encoder"
+    keys: ClassVar[tuple[str, ...]] = tuple(schema.runtime_split("encoder")[0])
+
+    name: str
+    timm_name: str | None
+    weights: str | None
+    weights_sha256: str | None
+    allow_random_init: bool
+    init_seed: int
+    model_kwargs: dict | None
+    precision: str
+    cache_local_tokens: bool
+
+
+@dataclass(frozen=True)
+class EmbedRuntime(StageSpec):
+    """How fast the embed stage runs (config ``encoder``'s run-time knobs)."""
+
+    section: ClassVar[str] = "encoder"
+    keys: ClassVar[tuple[str, ...]] = tuple(schema.runtime_split("encoder")[1])
+
+    batch_size: int
+    num_workers: int
+    device: str
 
 
 def register(name: str):
@@ -167,28 +197,29 @@ def register(name: str):
     return deco
 
 
-def build_encoder(cfg: dict) -> Encoder:
-    """Build from the config's ``encoder`` section: name, weights, weights_sha256, allow_random_init, ...
+def build_encoder(spec: EncoderSpec | dict) -> Encoder:
+    """Build from the config's ``encoder`` section (an ``EncoderSpec``, or the mapping it is made from).
 
-    Without weights the model is random-init from ``init_seed`` (default 0), so every sample sees the same
-    network; the features then say ``weights_sha256: random-init``.
+    Without weights the model is random-init from ``init_seed``, so every sample sees the same network;
+    the features then say ``weights_sha256: random-init``.
     """
-    name = cfg["name"]
+    if isinstance(spec, dict):
+        spec = EncoderSpec.from_config(spec)
     kwargs = dict(
-        weights=cfg.get("weights") or None,
-        expected_sha256=cfg.get("weights_sha256") or None,
-        allow_random_init=bool(cfg.get("allow_random_init", False)),
-        model_kwargs=cfg.get("model_kwargs") or None,
+        weights=spec.weights or None,
+        expected_sha256=spec.weights_sha256 or None,
+        allow_random_init=spec.allow_random_init,
+        model_kwargs=spec.model_kwargs or None,
     )
     import torch
 
     # random-init encoders must be the same network in every job: seed before building
-    torch.manual_seed(int(cfg.get("init_seed", 0)))
-    builder = REGISTRY.get(name)
-    enc = builder(**kwargs) if builder else build_timm(cfg.get("timm_name", name), **kwargs)
-    enc.name = name
-    enc.precision = cfg.get("precision", "auto")
-    enc.cache_local_tokens = bool(cfg.get("cache_local_tokens", False))
-    enc.info["config"] = {k: v for k, v in cfg.items() if k not in RUNTIME_KNOBS}
-    log.info("encoder %s: %d-d, weights %s", name, enc.embed_dim, enc.weights_sha256)
+    torch.manual_seed(spec.init_seed)
+    builder = REGISTRY.get(spec.name)
+    enc = builder(**kwargs) if builder else build_timm(spec.timm_name or spec.name, **kwargs)
+    enc.name = spec.name
+    enc.precision = spec.precision
+    enc.cache_local_tokens = spec.cache_local_tokens
+    enc.info["config"] = spec.to_config()
+    log.info("encoder %s: %d-d, weights %s", spec.name, enc.embed_dim, enc.weights_sha256)
     return enc

@@ -22,15 +22,15 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
 
 from genedml.atomic import atomic_path
 from genedml.errors import InputError
+from genedml.pipeline.spec import StageSpec
 
-
-NEIGHBOUR_MODES = ("centred", "grid")
 
 
 def parse_grid_offset(value) -> tuple[float, float] | None:
@@ -48,21 +48,28 @@ def parse_grid_offset(value) -> tuple[float, float] | None:
 
 
 @dataclass(frozen=True)
-class TileSpec:
-    tile_px: int = 224
-    target_mpp: float | None = None  # None = native resolution (the reference code)
-    grid: int = 5
-    min_inside: float = 0.5
-    neighbour_mode: str = "centred"  # centred | grid
-    grid_stride: float = 1.0  # grid mode: node spacing in tiles, 1/k (1, 0.5, 0.25, ...)
-    grid_offset: tuple[float, float] | None = None  # grid mode: a node centre, in tiles; None = auto
+class TileSpec(StageSpec):
+    """The tile stage's settings (config ``tiles``; defaults and allowed values in the config schema)."""
+
+    section: ClassVar[str] = "tiles"
+
+    tile_px: int
+    target_mpp: float | None  # None = native resolution (the reference code)
+    grid: int
+    min_inside: float
+    neighbour_mode: str  # centred | grid
+    grid_stride: float  # grid mode: node spacing in tiles, 1/k (1, 0.5, 0.25, ...)
+    grid_offset: tuple[float, float] | None  # grid mode: a node centre, in tiles; None = auto
+
+    @classmethod
+    def convert(cls, values: dict) -> dict:
+        mpp = values["target_mpp"]
+        return {**values, "tile_px": int(values["tile_px"]), "grid": int(values["grid"]),
+                "target_mpp": None if mpp == "native" else float(mpp), "min_inside": float(values["min_inside"]),
+                "grid_stride": float(values["grid_stride"]), "grid_offset": parse_grid_offset(values["grid_offset"])}
 
     def __post_init__(self):
-        if self.neighbour_mode not in NEIGHBOUR_MODES:
-            raise ValueError(f"neighbour_mode must be one of {NEIGHBOUR_MODES}, got {self.neighbour_mode!r}")
-        steps = 1.0 / self.grid_stride if self.grid_stride > 0 else 0.0
-        if self.grid_stride <= 0 or self.grid_stride > 1 or abs(steps - round(steps)) > 1e-9:
-            raise ValueError(f"grid_stride must be 1/k for an integer k >= 1 (1, 0.5, 0.25, ...), got {self.grid_stride}")
+        # the schema allows each value on its own; these checks span two settings
         stride_px = self.tile_px * self.grid_stride
         if abs(stride_px - round(stride_px)) > 1e-9:
             raise ValueError(f"grid_stride {self.grid_stride} x tile_px {self.tile_px} must be a whole number of pixels")
@@ -72,21 +79,13 @@ class TileSpec:
         """Grid nodes per tile width: neighbour tiles are this many nodes apart."""
         return int(round(1.0 / self.grid_stride))
 
-    @classmethod
-    def from_config(cls, cfg: dict) -> "TileSpec":
-        mpp = cfg.get("target_mpp", None)
-        mpp = None if mpp in (None, "native") else float(mpp)
-        return cls(
-            int(cfg.get("tile_px", 224)), mpp, int(cfg.get("grid", 5)), float(cfg.get("min_inside", 0.5)),
-            str(cfg.get("neighbour_mode", "centred")), float(cfg.get("grid_stride", 1.0)),
-            parse_grid_offset(cfg.get("grid_offset", "auto")),
-        )
-
-    def describe(self) -> dict:
+    def to_config(self) -> dict:
         d = asdict(self)
         d["target_mpp"] = "native" if self.target_mpp is None else self.target_mpp
         d["grid_offset"] = "auto" if self.grid_offset is None else list(self.grid_offset)
         return d
+
+    describe = to_config  # the form recorded in geometry files and feature stores
 
 
 @dataclass

@@ -16,9 +16,10 @@ import pytest
 import yaml
 
 from support.workflow import REPO, SHARED, need_shared, planned_jobs, snakemake, write_config
-from genedml.io.datasets import (gene_list_path, reference_folds, sample_sheet, sections, symbol_fixes)
+from genedml.io.datasets import gene_list_path, reference_folds, sections, symbol_fixes
+from genedml.io.sample_sheet import registry_sheet
 from genedml.errors import InputError
-from genedml.study.folds import make_folds, resolve_fold_table
+from genedml.study.folds import FoldSpec, make_folds, resolve_fold_table
 from genedml.study.genes import read_gene_list
 
 SHARED_CONFIG = REPO / "workflow/configs/her2st-shared.yaml"
@@ -30,14 +31,14 @@ SHARED_CONFIG = REPO / "workflow/configs/her2st-shared.yaml"
 def test_registry_knows_the_three_datasets():
     counts = {d: (len(sections(d)), sections(d)["patient"].nunique()) for d in ("her2st", "stnet", "cscc")}
     assert counts == {"her2st": (36, 8), "stnet": (68, 23), "cscc": (12, 4)}
-    sheet = sample_sheet("HER2ST", ["B4", "SPA141"])
+    sheet = registry_sheet("HER2ST", ["B4", "SPA141"], "hest_id")
     assert sheet[["sample", "patient", "section", "hest_id"]].values.tolist() == [
         ["SPA145", "B", "B4", "SPA145"], ["SPA141", "C", "C2", "SPA141"]]
-    assert sample_sheet("her2st", ["B4", "C2"], naming="section")["sample"].tolist() == ["B4", "C2"]
+    assert registry_sheet("her2st", ["B4", "C2"], "section")["sample"].tolist() == ["B4", "C2"]
     with pytest.raises(InputError, match="has no sample 'Z9'"):
-        sample_sheet("her2st", ["B4", "Z9"])
+        registry_sheet("her2st", ["B4", "Z9"], "hest_id")
     with pytest.raises(InputError, match="unknown dataset"):
-        sample_sheet("visium_brain")
+        registry_sheet("visium_brain", None, "hest_id")
 
 
 def test_shipped_reference_folds_match_the_reference_table():
@@ -51,29 +52,30 @@ def test_shipped_reference_folds_match_the_reference_table():
                 for r in legacy[legacy["dataset"] == name].sort_values("fold")["test_patients"]]
         if dataset == "cscc":
             want = [[f"P{p.lstrip('P')}" for p in g] for g in want]
-        got = [sorted(r.split(",")) for r in reference_folds(dataset)["test_patients"]]
+        got = [sorted(r.split(",")) for r in reference_folds(dataset, "legacy")["test_patients"]]
         assert got == want, dataset
 
 
 def test_reference_scheme_reproduces_stnet_membership():
-    sheet = sample_sheet("stnet")
-    scheme, table = resolve_fold_table("reference", None, sheet)
-    folds = make_folds(sheet, scheme, table=table, val_patients=1)
+    sheet = registry_sheet("stnet", None, "hest_id")
+    spec, table = resolve_fold_table(FoldSpec.of(scheme="reference", val_patients=1), sheet)
+    folds = make_folds(sheet, spec, table)
     test = folds[folds["split"] == "test"]
     assert folds["fold"].nunique() == 8
     assert sorted(test["sample"]) == sorted(sheet["sample"])  # every section is held out exactly once
     assert sorted(test.loc[test["fold"] == 0, "patient"].unique()) == ["BC23277", "BC23287", "BC23508"]
     assert sorted(test.loc[test["fold"] == 7, "patient"].unique()) == ["BC23944", "BC24044"]
     # a partial download keeps the reference membership of the patients it has
-    part = sample_sheet("her2st", ["B4", "C2", "C3"])
-    _, table = resolve_fold_table("reference", None, part, "her2st", "triplex2025")
+    part = registry_sheet("her2st", ["B4", "C2", "C3"], "hest_id")
+    _, table = resolve_fold_table(FoldSpec.of(scheme="reference", reference_set="triplex2025"), part, "her2st")
     assert table["test_patients"].tolist() == ["C", "B"]
 
 
 def test_fold_table_by_samples_with_designs():
-    sheet = sample_sheet("her2st", ["B4", "C2", "C3", "C4"], naming="section")
-    scheme, table = resolve_fold_table("table", REPO / "workflow/configs/her2st-shared-folds.tsv", sheet)
-    folds = make_folds(sheet, scheme, table=table, val_patients=1)
+    sheet = registry_sheet("her2st", ["B4", "C2", "C3", "C4"], "section")
+    spec = FoldSpec.of(scheme="table", table=str(REPO / "workflow/configs/her2st-shared-folds.tsv"), val_patients=1)
+    spec, table = resolve_fold_table(spec, sheet)
+    folds = make_folds(sheet, spec, table)
     fold0 = folds[folds["fold"] == 0].set_index("sample")
     assert fold0["split"].to_dict() == {"C2": "test", "C3": "val", "C4": "train"}  # B4 sits it out
     assert set(fold0["design"]) == {"within_patient_C"}
@@ -85,7 +87,7 @@ def test_fold_table_by_samples_with_designs():
     bad = table.copy()
     bad.loc[0, "train_samples"] = "C3,C9"
     with pytest.raises(InputError, match="C9"):
-        make_folds(sheet, "table", table=bad)
+        make_folds(sheet, FoldSpec.of(scheme="table"), bad)
 
 
 # ------------------------------------------------------------------------------------- gene lists

@@ -24,8 +24,7 @@ rule evaluate:
         gene_sets="results/metrics/{head}/gene_sets.json",
         exports=expand("results/predictions/{{head}}/{sample}.h5ad", sample=SAMPLES),
     params:
-        n_top=config.get("report", {}).get("pcc_h_genes", 50),
-        recipe=config["targets"].get("recipe", "reference"),
+        settings=RUN.flags(EvaluateSpec, TargetSpec),
         out_dir=lambda wildcards, output: os.path.dirname(output.summary),
         export_dir=lambda wildcards, output: os.path.dirname(output.exports[0]),
         thumbnails=lambda wildcards, input: " ".join(f"{s}={t}" for s, t in zip(SAMPLES, input.thumbnails)),
@@ -41,8 +40,8 @@ rule evaluate:
         "../../envs/genedml.yaml"
     shell:
         "genedml evaluate --head {wildcards.head} --predictions {input.predictions} "
-        "--out-dir {params.out_dir} --export-dir {params.export_dir} --n-top {params.n_top} "
-        "--recipe {params.recipe} --thumbnails {params.thumbnails} > {log} 2>&1"
+        "--out-dir {params.out_dir} --export-dir {params.export_dir} {params.settings} "
+        "--thumbnails {params.thumbnails} > {log} 2>&1"
 
 
 rule summarize:

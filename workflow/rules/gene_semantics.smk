@@ -2,18 +2,11 @@ rule gene_semantics:
     """Text embeddings of the predicted genes (symbols or user descriptions), for heads with gene-semantic queries."""
     input:
         genes="results/genes/genes.tsv",
-        descriptions=lambda wildcards: gene_semantics_config()["descriptions"] or [],
+        descriptions=[config["gene_semantics"]["descriptions"]] if config["gene_semantics"]["descriptions"] else [],
     output:
         semantics=GENE_SEMANTICS,
     params:
-        model=gene_semantics_config()["model"],
-        template=lambda wildcards: gene_semantics_config()["template"],  # "{symbol}" is not a wildcard
-        missing=gene_semantics_config()["missing_description"],
-        descriptions=(
-            f"--descriptions {gene_semantics_config()['descriptions']}"
-            if gene_semantics_config()["descriptions"]
-            else ""
-        ),
+        settings=RUN.flags(GeneSemanticsSpec),
     log:
         "results/logs/gene_semantics.log",
     benchmark:
@@ -25,6 +18,5 @@ rule gene_semantics:
     conda:
         "../../envs/genedml.yaml"
     shell:
-        "genedml gene-semantics --genes {input.genes} --out {output.semantics} --model {params.model:q} "
-        "{params.descriptions} --template {params.template:q} --missing-description {params.missing} "
+        "genedml gene-semantics --genes {input.genes} --out {output.semantics} {params.settings} "
         "--threads {threads} > {log} 2>&1"

@@ -1,14 +1,15 @@
 # Real input: the sample sheet from genedml's dataset registry, and legacy-ST sections converted to the
-# HEST-1k layout (data.source: legacy_st) so that every later rule reads one layout. Helpers: common.smk.
+# HEST-1k layout (data.source: legacy_st) so that every later rule reads one layout.
+
 
 rule sample_sheet:
     """The sample sheet of a known dataset (config `dataset`), for the samples the config names."""
     output:
         sheet="results/samples.tsv",
     params:
-        dataset=config.get("dataset") or "",
+        dataset=config["dataset"] or "",
         samples=" ".join(SAMPLES),
-        source="legacy_st" if config["data"]["source"] == "legacy_st" else "hest",
+        source=RUN.source,
     log:
         "results/logs/sample_sheet.log",
     threads: 1
@@ -26,18 +27,15 @@ rule import_st:
     """One legacy-ST section (counts, spot file, JPEG) as a HEST-layout sample: pyramidal TIFF with its
     µm/px in the tags, raw-count .h5ad, metadata JSON."""
     input:
-        unpack(legacy_files),
+        unpack(lambda wildcards: RUN.legacy_files(wildcards.sample)),
     output:
-        slide=f"{IMPORT_DIR}/wsis/{{sample}}.tif",
-        st=f"{IMPORT_DIR}/st/{{sample}}.h5ad",
-        metadata=f"{IMPORT_DIR}/metadata/{{sample}}.json",
+        **hest_outputs(IMPORT_DIR),
     params:
-        section=lambda wildcards: legacy_section(wildcards.sample),
-        patient=lambda wildcards: PATIENT[wildcards.sample],
-        dataset=lambda wildcards: sheet_value(wildcards.sample, "dataset") or "legacy_st",
-        mpp=import_mpp,
-        technology=config["data"].get("technology", "st"),
-        quality=config["data"].get("jpeg_quality", 90),
+        section=lambda wildcards: RUN.legacy_section(wildcards.sample),
+        patient=lambda wildcards: RUN.patient[wildcards.sample],
+        dataset=lambda wildcards: RUN.sheet_value(wildcards.sample, "dataset") or "legacy_st",
+        mpp=lambda wildcards: RUN.import_mpp(wildcards.sample),
+        settings=RUN.flags(ImportSpec),
         out_dir=lambda wildcards, output: os.path.dirname(os.path.dirname(output.slide)),
     log:
         "results/logs/import_st/{sample}.log",
@@ -52,5 +50,4 @@ rule import_st:
     shell:
         "genedml import-st --section {params.section} --sample {wildcards.sample} --counts {input.counts} "
         "--spots {input.spots} --image {input.image} --out-dir {params.out_dir} --patient {params.patient:q} "
-        "--dataset {params.dataset:q} {params.mpp} --technology {params.technology} --quality {params.quality} "
-        "--overwrite > {log} 2>&1"
+        "--dataset {params.dataset:q} {params.mpp} {params.settings} --overwrite > {log} 2>&1"

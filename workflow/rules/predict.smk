@@ -1,9 +1,9 @@
 rule predict:
     """Apply a head's trained fold models to a section without counts (config `predict`)."""
     input:
-        features=lambda wildcards: features_path(wildcards.sample),
+        features=lambda wildcards: RUN.features_path(wildcards.sample),
         models=expand("results/heads/{{head}}/fold{fold}/fold.json", fold=FOLDS),
-        reference=features_path(SAMPLES[0]),
+        reference=RUN.features_path(SAMPLES[0]),
     output:
         predictions="results/predict/{head}/{sample}.h5ad",
     params:

@@ -1,9 +1,5 @@
 # The report: slide thumbnails, figures, and results/report/index.html (+ Markdown) with everything beside it.
-from genedml.report.build import report_specs, sweep_params
-
-HEAD_REPORT = report_specs(config["heads"])  # fails early, naming the head, on a bad `report:` key
-SWEEPS = sweep_params(HEAD_REPORT)
-REPORT = config.get("report", {})
+# Which rows each head gives comes from its `report:` key (RUN.head_report, checked when the run starts).
 
 
 rule thumbnail:
@@ -16,7 +12,7 @@ rule thumbnail:
         image="results/thumbnails/{sample}.png",
         facts="results/thumbnails/{sample}.json",
     params:
-        max_px=REPORT.get("thumbnail_px", 2000),
+        settings=RUN.flags(ThumbnailSpec),
     log:
         "results/logs/thumbnail/{sample}.log",
     benchmark:
@@ -30,7 +26,7 @@ rule thumbnail:
     shell:
         "genedml thumbnail --sample {wildcards.sample} --slide {input.slide} --geometry {input.geometry} "
         "--metadata {input.metadata} --out-image {output.image} --out-json {output.facts} "
-        "--max-px {params.max_px} > {log} 2>&1"
+        "{params.settings} > {log} 2>&1"
 
 
 rule figures:
@@ -48,7 +44,7 @@ rule figures:
         ),
         scores="results/figures/{head}/spatial_pcc.json",
     params:
-        genes=" ".join(REPORT.get("spatial_genes", ["GNAS", "FASN", "ERBB2"])),
+        settings=RUN.flags(SpatialFigureSpec),
         exports=lambda wildcards, input: " ".join(f"{s}={p}" for s, p in zip(SAMPLES, input.exports)),
         thumbnails=lambda wildcards, input: " ".join(f"{s}={p}" for s, p in zip(SAMPLES, input.thumbnails)),
         out_dir=lambda wildcards, output: os.path.dirname(output.scores),
@@ -64,7 +60,7 @@ rule figures:
         "../../envs/genedml.yaml"
     shell:
         "genedml figures --head {wildcards.head} --exports {params.exports} --thumbnails {params.thumbnails} "
-        "--genes {input.genes} --spatial-genes {params.genes} --out-dir {params.out_dir} > {log} 2>&1"
+        "--genes {input.genes} {params.settings} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule figures_overview:
@@ -79,12 +75,12 @@ rule figures_overview:
             category="Figures",
         ),
         sweeps=report(
-            expand("results/figures/sweep_{param}.png", param=SWEEPS),
+            expand("results/figures/sweep_{param}.png", param=RUN.sweeps),
             caption="../report/sweep.rst",
             category="Figures",
         ),
     params:
-        heads=json.dumps(HEAD_REPORT, sort_keys=True),
+        heads=json.dumps(RUN.head_report, sort_keys=True),
     log:
         "results/logs/figures_overview.log",
     threads: 1
@@ -110,33 +106,20 @@ rule report_markdown:
         facts=expand("results/heads/{head}/fold{fold}/fold.json", head=HEADS, fold=FOLDS),
         spatial=expand("results/figures/{head}/spatial_pcc.json", head=HEADS),
         overview="results/figures/pcc_per_gene.png",
-        sweeps=expand("results/figures/sweep_{param}.png", param=SWEEPS),
+        sweeps=expand("results/figures/sweep_{param}.png", param=RUN.sweeps),
         folds="results/folds/folds.tsv",
         genes="results/genes/genes.tsv",
-        sheet=SHEET_PATH,  # the config's TSV, or the one rule sample_sheet builds from the registry
-        stores=[features_path(s) for s in SAMPLES],
+        sheet=RUN.sheet_path,  # the config's TSV, or the one rule sample_sheet builds from the registry
+        stores=[RUN.features_path(s) for s in SAMPLES],
     output:
         markdown=report("results/report.md", caption="../report/report.rst", category="Report"),
         # not tagged for `snakemake --report`: Snakemake embeds a folder only in .zip reports, and the
         # figures and tables inside it are tagged where they are made
         site=directory("results/report"),
     params:
-        heads=json.dumps(HEAD_REPORT, sort_keys=True),
-        recipe=config["targets"].get("recipe", "reference"),
-        n_top=REPORT.get("pcc_h_genes", 50),
-        facts=json.dumps(
-            {
-                "encoder": json.loads(encoder_identity()),
-                "tiles": config["tiles"],
-                "genes": config["genes"],
-                "targets": config["targets"],
-                "folds": config["folds"],
-                "data": config["data"]["source"],
-                "heads": {h: {k: v for k, v in c.items() if k != "report"} for h, c in config["heads"].items()},
-            },
-            sort_keys=True,
-            default=str,
-        ),
+        heads=json.dumps(RUN.head_report, sort_keys=True),
+        settings=RUN.flags(EvaluateSpec, TargetSpec),
+        facts=RUN.report_facts(),
     log:
         "results/logs/report_markdown.log",
     threads: 1
@@ -148,4 +131,4 @@ rule report_markdown:
     shell:
         "genedml report --results-dir results --heads {params.heads:q} --sheet {input.sheet} "
         "--features {input.stores} --site-dir {output.site} --markdown {output.markdown} "
-        "--recipe {params.recipe} --n-top {params.n_top} --config-facts {params.facts:q} > {log} 2>&1"
+        "{params.settings} --config-facts {params.facts:q} > {log} 2>&1"

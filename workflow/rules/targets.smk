@@ -1,17 +1,12 @@
 rule select_genes:
     """The genes to predict: a fixed list, or the top N by total counts over the cross-validation samples."""
     input:
-        st=[st_file(s) for s in SAMPLES],
+        st=[RUN.sample_files(s)["st"] for s in SAMPLES],
     output:
         genes="results/genes/genes.tsv",
     params:
         samples=" ".join(SAMPLES),
-        n_top=config["genes"].get("n_top", 250),
-        gene_list=(
-            f"--gene-list {config['genes']['list']}" if config["genes"].get("list") else ""
-        ),
-        min_spot_fraction=config["genes"].get("min_spot_fraction", 0.0),
-        missing=config["genes"].get("missing", "drop"),
+        settings=RUN.flags(GeneSpec),
     log:
         "results/logs/select_genes.log",
     benchmark:
@@ -24,8 +19,7 @@ rule select_genes:
         "../../envs/genedml.yaml"
     shell:
         "genedml genes --st {input.st} --samples {params.samples} --out {output.genes} "
-        "--n-top {params.n_top} {params.gene_list} --min-spot-fraction {params.min_spot_fraction} "
-        "--missing {params.missing} > {log} 2>&1"
+        "{params.settings} > {log} 2>&1"
 
 
 rule targets:
@@ -36,7 +30,7 @@ rule targets:
     output:
         targets="results/targets/{sample}.h5ad",
     params:
-        recipe=config["targets"].get("recipe", "reference"),
+        settings=RUN.flags(TargetSpec),
     log:
         "results/logs/targets/{sample}.log",
     benchmark:
@@ -49,4 +43,4 @@ rule targets:
         "../../envs/genedml.yaml"
     shell:
         "genedml targets --sample {wildcards.sample} --st {input.st} --genes {input.genes} "
-        "--recipe {params.recipe} --out {output.targets} > {log} 2>&1"
+        "{params.settings} --out {output.targets} > {log} 2>&1"

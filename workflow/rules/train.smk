@@ -2,16 +2,17 @@ rule train:
     """Fit one head on one fold's training sections; predict its held-out sections."""
     input:
         folds="results/folds/folds.tsv",
-        features=fold_inputs("features"),
-        targets=fold_inputs("targets"),
-        gene_semantics=lambda wildcards: gene_semantics_file(wildcards.head) or [],
+        features=[RUN.features_path(s) for s in SAMPLES],
+        targets=[RUN.targets_path(s) for s in SAMPLES],
+        gene_semantics=lambda wildcards: RUN.gene_semantics_file(wildcards.head) or [],
     output:
         predictions="results/heads/{head}/fold{fold}/predictions.h5ad",
         facts="results/heads/{head}/fold{fold}/fold.json",
     params:
-        head=head_params,
-        features=sample_path_pairs("features"),
-        targets=sample_path_pairs("targets"),
+        # a head's keys depend on its type, so its slice travels as JSON (`report` left out: never retrains)
+        head=lambda wildcards: RUN.head_params(wildcards.head),
+        features=RUN.sample_pairs("features"),
+        targets=RUN.sample_pairs("targets"),
         out_dir=lambda wildcards, output: os.path.dirname(output.predictions),
     log:
         "results/logs/train/{head}/fold{fold}.log",

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from genedml.heads import head_class
-from genedml.heads.bleep import bleep_loss, knn_predict
+from genedml.heads.torch_head import make_batch, section_tensors
+from genedml.networks.bleep_net import BLEEP, knn_predict
+from genedml.networks.losses import bleep_loss
 from genedml.evaluation.metrics import nanmean, pearson_per_gene
 from support.sections import synthetic_section
 
@@ -100,3 +102,13 @@ def test_reference_options(sections):
     assert facts["reference_spots"] == sum(s.n_spots for s in sections[:3])
     with pytest.raises(ValueError, match="reference"):
         head_class("bleep")({"reference": "test"})
+
+
+def test_bleep_network_shapes(sections):
+    net = BLEEP(in_dim=32, n_genes=6, dim=8, dropout=0.0, norm="layer", k=3, n_reference=10)
+    batch = make_batch(section_tensors(sections[0], "cpu"), torch.arange(5))
+    views = torch.cat([batch.local, batch.local], 1)
+    assert net.embed_image(views).shape == (5, 8)
+    assert net.expression(batch.targets).shape == (5, 8)
+    assert net(views).shape == (5, 6)  # the mean expression of 3 of the 10 (zero) reference spots
+    assert net.ref_keys.shape == (10, 8) and net.ref_values.shape == (10, 6)

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from genedml.heads import head_class
-from genedml.heads.dkan import clip_loss, distilled_mse, inverse_loss_weights
+from genedml.heads.torch_head import make_batch, section_tensors
+from genedml.networks.dkan_net import DKAN
+from genedml.networks.losses import distilled_mse, inverse_loss_weights, normalised_clip_loss
 from genedml.evaluation.metrics import nanmean, pearson_per_gene
 from support.sections import synthetic_section
 
@@ -26,19 +28,19 @@ def test_adaptive_weights_are_normalised_inverse_losses():
     assert a.grad.item() == pytest.approx(0.75) and b.grad.item() == pytest.approx(0.25)
 
 
-def test_clip_loss_is_symmetric_and_smallest_for_aligned_pairs():
+def test_normalised_clip_loss_is_symmetric_and_smallest_for_aligned_pairs():
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(16, 8, generator=g), torch.randn(16, 8, generator=g)
-    assert clip_loss(a, b, 0.1).item() == pytest.approx(clip_loss(b, a, 0.1).item(), rel=1e-6)
-    aligned = clip_loss(a, a, 0.1).item()
-    shuffled = clip_loss(a, a[torch.randperm(16, generator=g)], 0.1).item()
-    assert aligned < shuffled and aligned < clip_loss(a, b, 0.1).item()
+    assert normalised_clip_loss(a, b, 0.1).item() == pytest.approx(normalised_clip_loss(b, a, 0.1).item(), rel=1e-6)
+    aligned = normalised_clip_loss(a, a, 0.1).item()
+    shuffled = normalised_clip_loss(a, a[torch.randperm(16, generator=g)], 0.1).item()
+    assert aligned < shuffled and aligned < normalised_clip_loss(a, b, 0.1).item()
     # orthogonal, aligned pairs at a low temperature: the loss vanishes
     eye = torch.eye(8)
-    assert clip_loss(eye, eye, 0.01).item() < 1e-6
+    assert normalised_clip_loss(eye, eye, 0.01).item() < 1e-6
     # identical rows cannot be told apart: log(B)
     same = torch.ones(4, 3)
-    assert clip_loss(same, same, 0.1).item() == pytest.approx(np.log(4), rel=1e-5)
+    assert normalised_clip_loss(same, same, 0.1).item() == pytest.approx(np.log(4), rel=1e-5)
 
 
 def test_self_distillation_on_known_values():
@@ -118,3 +120,17 @@ def test_global_token_sees_the_whole_section(sections, gene_file):
                                     seed=0)
     no_global.fit(sections[:1], [])
     assert np.isfinite(no_global.predict(sec)).all()
+
+
+@pytest.mark.parametrize("queries", ["semantic", "learned"])
+def test_dkan_network_shapes(sections, queries):
+    cfg = {"dim": 8, "heads": 2, "ff_mult": 2, "dropout": 0.0, "gene_layers": 1, "global_layers": 1,
+           "clip_dim": 4, "gene_queries": queries, "input_norm": "standard"}
+    dims = {"n_genes": 6, "local_dim": 16, "neighbour_tiles": 25}
+    text = torch.randn(6, 12) if queries == "semantic" else None
+    net = DKAN(cfg, dims, text)
+    batch = make_batch(section_tensors(sections[0], "cpu"), torch.arange(5))
+    assert net(batch).shape == (5, 6)
+    out = net.forward_train(batch)
+    assert out["pred"].shape == (5, 6) and [p.shape for p in out["scale_preds"]] == [(5, 6)] * 3
+    assert out["img_embed"].shape == out["expr_embed"].shape == (5, 4)

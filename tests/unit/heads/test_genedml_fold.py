@@ -10,7 +10,7 @@ import anndata as ad
 import numpy as np
 import pytest
 
-from genedml.io.demo import make_section
+from genedml.io.demo import DemoSpec, make_section
 from genedml.tiles.encoders import build_encoder
 from genedml.tiles.embed import embed_sample
 from genedml.io.hest import SamplePaths
@@ -32,9 +32,9 @@ def demo_fold(tmp_path_factory):
     features, targets = {}, {}
     genes = None
     for sample, patient in SECTIONS:
-        make_section(sample, patient, root, width_um=1400, height_um=1000, n_genes=60)
+        make_section(sample, patient, root, DemoSpec.of(width_um=1400, height_um=1000, n_genes=60))
         paths = SamplePaths.in_hest_dir(root, sample)
-        geometry = tile_sample(paths, TileSpec(32, 4.0, 5, neighbour_mode="grid"), root / f"{sample}.npz")
+        geometry = tile_sample(paths, TileSpec.of(tile_px=32, target_mpp=4.0, grid=5, neighbour_mode="grid"), root / f"{sample}.npz")
         embed_sample(geometry, encoder, root / f"{sample}.zarr", batch_size=256, progress=False)
         if genes is None:
             genes = ad.read_h5ad(paths.st).var_names[:40].tolist()
@@ -67,9 +67,9 @@ def trained(demo_fold):
     torch.set_num_threads(1)
     try:
         gdml = {"type": "genedml", "epochs": 25, "patience": 25}
-        train_fold("genedml", gdml, folds, 0, features, targets, root / "genedml", seed=0)
+        train_fold("genedml", gdml, folds, 0, features, targets, root / "genedml")
         ridge = {"type": "ridge", "alphas": [1, 100, 10000], "pca": 32, "features": ["local", "neighbour_mean"]}
-        train_fold("ridge", ridge, folds, 0, features, targets, root / "ridge", seed=0)
+        train_fold("ridge", ridge, folds, 0, features, targets, root / "ridge")
     finally:
         torch.set_num_threads(threads)
     return demo_fold

@@ -67,3 +67,12 @@ def test_linear_probe_fits_a_linear_map():
     np.testing.assert_allclose(folded, w.T, atol=0.15)
     with pytest.raises(ValueError, match="input_norm"):
         head_class("stnet")({"input_norm": "batch"})
+
+
+def test_stnet_network_maps_views_to_genes():
+    from genedml.networks.stnet_net import STNet
+
+    net = STNet(in_dim=32, n_genes=6, widths=[8, 4], dropout=0.0, norm="standard")
+    assert net(torch.randn(5, 32)).shape == (5, 6)
+    assert net.norm is net.net[0] and net.output is net.net[-1]
+    assert net.output.in_features == 4

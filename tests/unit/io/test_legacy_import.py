@@ -88,7 +88,7 @@ def test_import_keeps_raw_counts_barcodes_and_positions(imported_c3):
 
 def test_pipeline_crop_equals_the_jpeg_crop(imported_c3, tmp_path):
     """The local crop the pipeline reads at a spot (native resolution) is the JPEG's crop around pixel_x, pixel_y."""
-    from genedml.tiles.embed import read_box
+    from genedml.io.slide import read_box
     from genedml.tiles.geometry import Geometry
 
     src, out, _ = imported_c3
@@ -135,7 +135,7 @@ def test_pixel_size_from_the_spot_pitch(technology, mpp):
     assert fit["mpp"] == pytest.approx(mpp, rel=2e-3)
     assert fit["mpp_columns"] == pytest.approx(mpp, rel=5e-3) and fit["mpp_rows"] == pytest.approx(mpp, rel=5e-3)
     with pytest.raises(ValueError, match="3 spots"):
-        estimate_mpp(np.array([[0, 0], [1, 0]]), np.array([[0.0, 0.0], [290.0, 0.0]]))
+        estimate_mpp(np.array([[0, 0], [1, 0]]), np.array([[0.0, 0.0], [290.0, 0.0]]), "st")
 
 
 # ------------------------------------------------------------------------------------- bad input
@@ -265,7 +265,7 @@ def test_gene_list_with_no_overlap(legacy, tmp_path, capsys):
     genes = tmp_path / "mouse_genes.txt"
     genes.write_text("Actb\nGapdh\nMbp\n")
     out = tmp_path / "genes" / "genes.tsv"
-    proc = run_cli("genes", "--st", tmp_path / "hest/st/C3.h5ad", "--samples", "C3", "--gene-list", genes, "--out", out)
+    proc = run_cli("genes", "--st", tmp_path / "hest/st/C3.h5ad", "--samples", "C3", "--list", genes, "--out", out)
     assert proc.returncode == 2, proc.stderr
     assert "no listed gene" in proc.stderr and str(genes) in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))

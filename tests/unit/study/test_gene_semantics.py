@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from genedml.errors import InputError
-from genedml.study.gene_semantics import read_descriptions, read_gene_semantics, write_gene_semantics
+from genedml.study.gene_semantics import GeneSemanticsSpec, read_descriptions, read_gene_semantics, write_gene_semantics
 
 GENES = ["ERBB2", "GRB7", "KRT18", "KRT19"]
 
@@ -14,7 +14,7 @@ GENES = ["ERBB2", "GRB7", "KRT18", "KRT19"]
 @pytest.fixture(scope="module")
 def semantics(tmp_path_factory):
     out = tmp_path_factory.mktemp("sem") / "semantics.npz"
-    meta = write_gene_semantics(out, GENES)
+    meta = write_gene_semantics(out, GENES, GeneSemanticsSpec.of())
     return out, meta
 
 
@@ -45,14 +45,14 @@ def test_description_table_is_used_and_checked(tmp_path):
     assert read_descriptions(table) == {"ERBB2": "receptor tyrosine kinase amplified in breast cancer",
                                         "KRT19": "keratin of epithelial cells"}
     out = tmp_path / "s.npz"
-    meta = write_gene_semantics(out, ["ERBB2", "GRB7", "KRT19"], descriptions=table)
+    meta = write_gene_semantics(out, ["ERBB2", "GRB7", "KRT19"], GeneSemanticsSpec.of(descriptions=str(table)))
     assert meta["n_described"] == 2
     with np.load(out) as data:
         assert list(data["text_source"]) == ["description", "symbol", "description"]
         assert str(data["texts"][0]).startswith("ERBB2: receptor")
         assert json.loads(str(data["meta"]))["descriptions"] == str(table)
     with pytest.raises(InputError, match="no description"):
-        write_gene_semantics(tmp_path / "f.npz", ["ERBB2", "GRB7"], descriptions=table, missing_description="fail")
+        write_gene_semantics(tmp_path / "f.npz", ["ERBB2", "GRB7"], GeneSemanticsSpec.of(descriptions=str(table), missing_description="fail"))
     assert not (tmp_path / "f.npz").exists()
     bad = tmp_path / "bad.tsv"
     bad.write_text("symbol\ttext\nERBB2\tx\n")

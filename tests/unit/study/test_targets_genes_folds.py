@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 
 from genedml.errors import InputError
-from genedml.study.folds import make_folds, read_sample_sheet
-from genedml.study.genes import select_genes
+from genedml.io.sample_sheet import read_sample_sheet
+from genedml.study.folds import FoldSpec, make_folds
+from genedml.study.genes import GeneSpec, select_genes
 from genedml.study.targets import grid_neighbours, make_targets
 
 def write_st(path, counts, genes, spatial=None):
@@ -49,10 +50,10 @@ def test_top_genes_by_total_counts(tmp_path):
     genes = ["A", "B", "C", "D"]
     p1 = write_st(tmp_path / "s1.h5ad", [[1, 9, 0, 3], [1, 9, 0, 3]], genes)
     p2 = write_st(tmp_path / "s2.h5ad", [[0, 1, 5, 3], [0, 1, 0, 3]], genes)
-    chosen, table = select_genes({"s1": p1, "s2": p2}, n_top=2)
+    chosen, table = select_genes({"s1": p1, "s2": p2}, GeneSpec.of(n_top=2))
     assert chosen == ["B", "D"]  # totals B=20, D=12, C=5, A=2
     assert table["total_counts"].tolist() == [20, 12]
-    chosen, _ = select_genes({"s1": p1, "s2": p2}, n_top=3, min_spot_fraction=0.5)
+    chosen, _ = select_genes({"s1": p1, "s2": p2}, GeneSpec.of(n_top=3, min_spot_fraction=0.5))
     assert chosen == ["B", "D", "A"]  # C is detected in 1 of 4 spots
 
 
@@ -61,14 +62,14 @@ def test_gene_list_missing_genes_are_named(tmp_path, caplog):
     p2 = write_st(tmp_path / "s2.h5ad", [[1, 2]], ["A", "C"])
     lst = tmp_path / "genes.txt"
     lst.write_text("B\nA\nZZZ\n")
-    chosen, _ = select_genes({"s1": p1, "s2": p2}, gene_list=lst, missing="drop")
+    chosen, _ = select_genes({"s1": p1, "s2": p2}, GeneSpec.of(list=str(lst), missing="drop"))
     assert chosen == ["A"]
     assert "ZZZ" in caplog.text and "B (missing in s2)" in caplog.text
     with pytest.raises(InputError, match="ZZZ"):
-        select_genes({"s1": p1, "s2": p2}, gene_list=lst, missing="fail")
+        select_genes({"s1": p1, "s2": p2}, GeneSpec.of(list=str(lst), missing="fail"))
     lst.write_text("X\nY\n")
     with pytest.raises(InputError, match="no listed gene"):
-        select_genes({"s1": p1, "s2": p2}, gene_list=lst)
+        select_genes({"s1": p1, "s2": p2}, GeneSpec.of(list=str(lst)))
 
 
 def sheet(patients):
@@ -77,7 +78,7 @@ def sheet(patients):
 
 
 def test_leave_one_patient_out_with_inner_validation():
-    folds = make_folds(sheet(["A", "B", "C", "D"]), "leave_one_patient_out", val_patients=1)
+    folds = make_folds(sheet(["A", "B", "C", "D"]), FoldSpec.of(scheme="leave_one_patient_out", val_patients=1))
     assert folds["fold"].nunique() == 4
     for k, grp in folds.groupby("fold"):
         test_p = set(grp.loc[grp.split == "test", "patient"])
@@ -90,22 +91,22 @@ def test_leave_one_patient_out_with_inner_validation():
 
 
 def test_two_patients_fall_back_to_section_validation():
-    folds = make_folds(sheet(["A", "B"]), "leave_one_patient_out")
+    folds = make_folds(sheet(["A", "B"]), FoldSpec.of(scheme="leave_one_patient_out"))
     for _, grp in folds.groupby("fold"):
         assert (grp.split == "val").sum() == 1 and (grp.split == "train").sum() == 1
 
 
 def test_group_kfold_and_fold_table():
     patients = [f"P{i:02d}" for i in range(10)]
-    folds = make_folds(sheet(patients), "group_kfold", n_folds=3, seed=2021, val_patients=0)
+    folds = make_folds(sheet(patients), FoldSpec.of(scheme="group_kfold", n_folds=3, seed=2021, val_patients=0))
     tests = [set(g.loc[g.split == "test", "patient"]) for _, g in folds.groupby("fold")]
     assert sorted(len(t) for t in tests) == [3, 3, 4] and set.union(*tests) == set(patients)
-    assert folds.equals(make_folds(sheet(patients), "group_kfold", n_folds=3, seed=2021, val_patients=0))
+    assert folds.equals(make_folds(sheet(patients), FoldSpec.of(scheme="group_kfold", n_folds=3, seed=2021, val_patients=0)))
     table = pd.DataFrame({"fold": [0, 1], "test_patients": ["P00,P03", "P01"]})
-    folds = make_folds(sheet(patients), "table", table=table, val_patients=1)
+    folds = make_folds(sheet(patients), FoldSpec.of(scheme="table", val_patients=1), table)
     assert set(folds.loc[(folds.fold == 0) & (folds.split == "test"), "patient"]) == {"P00", "P03"}
     with pytest.raises(InputError, match="not in the sample sheet: X"):
-        make_folds(sheet(patients), "table", table=pd.DataFrame({"fold": [0], "test_patients": ["X"]}))
+        make_folds(sheet(patients), FoldSpec.of(scheme="table"), pd.DataFrame({"fold": [0], "test_patients": ["X"]}))
 
 
 def test_sample_sheet_errors(tmp_path):

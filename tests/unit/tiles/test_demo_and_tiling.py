@@ -49,7 +49,7 @@ def test_neighbour_tiles_are_row_major():
 
 
 def test_geometry_scale_and_border_mask():
-    spec = TileSpec(tile_px=100, target_mpp=1.0, grid=5, min_inside=0.5)
+    spec = TileSpec.of(tile_px=100, target_mpp=1.0, grid=5, min_inside=0.5)
     centres = np.array([[1000.0, 1000.0], [60.0, 1000.0]])
     g = compute_geometry("S", ["a", "b"], centres, [[0, 0], [0, 1]], (2000, 2000), 0.5, spec)
     assert g.scale == pytest.approx(2.0)  # 1 µm/px crops from a 0.5 µm/px slide
@@ -61,14 +61,14 @@ def test_geometry_scale_and_border_mask():
 
 
 def test_native_scale_geometry():
-    spec = TileSpec(tile_px=224, target_mpp=None)
+    spec = TileSpec.of(tile_px=224, target_mpp="native")
     g = compute_geometry("S", ["a"], np.array([[500.0, 500.0]]), [[0, 0]], (4000, 4000), 0.69, spec)
     assert g.scale == 1.0
     np.testing.assert_allclose(g.neighbour_centres[0, 0], [500 - 448, 500 - 448])
 
 
 def test_spot_outside_image_is_an_error():
-    spec = TileSpec(tile_px=64, target_mpp=None)
+    spec = TileSpec.of(tile_px=64, target_mpp="native")
     with pytest.raises(InputError) as err:
         compute_geometry("SPA9", ["in", "out"], np.array([[10.0, 10.0], [5000.0, 10.0]]), [[0, 0], [0, 1]],
                          (1000, 1000), 0.5, spec, slide_path="/x/SPA9.tif")
@@ -78,7 +78,7 @@ def test_spot_outside_image_is_an_error():
 
 def test_tile_sample_roundtrip(demo_hest, tmp_path):
     out = tmp_path / "S2.npz"
-    g = tile_sample(SamplePaths.in_hest_dir(demo_hest, "S2"), TileSpec(32, 4.0, 5), out)
+    g = tile_sample(SamplePaths.in_hest_dir(demo_hest, "S2"), TileSpec.of(tile_px=32, target_mpp=4.0, grid=5), out)
     back = Geometry.load(out)
     assert back.n_spots == g.n_spots and back.scale == pytest.approx(8.0)
     np.testing.assert_array_equal(back.neighbour_mask, g.neighbour_mask)

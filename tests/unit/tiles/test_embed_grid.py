@@ -34,7 +34,7 @@ def test_grid_geometry_shares_tiles_and_bounds_the_shift(tmp_path):
     n = len(centres)
     dims = (3000, 2500)
     for stride in (1.0, 0.5):
-        spec = TileSpec(tile_px=224, target_mpp=0.5, grid=5, neighbour_mode="grid", grid_stride=stride)
+        spec = TileSpec.of(tile_px=224, target_mpp=0.5, grid=5, neighbour_mode="grid", grid_stride=stride)
         g = compute_geometry("V", [f"s{i}" for i in range(n)], centres, np.zeros((n, 2)), dims, 0.5, spec)
         # each spot's neighbourhood: 25 lattice nodes one tile apart around the node nearest to it
         assert np.abs(g.misalignment).max() <= stride * 224 / 2 + 1e-9
@@ -53,15 +53,15 @@ def test_grid_geometry_shares_tiles_and_bounds_the_shift(tmp_path):
 
 
 def test_grid_offset_option_places_the_lattice():
-    spec = TileSpec(tile_px=100, target_mpp=None, grid=3, neighbour_mode="grid", grid_offset=(0.5, 0.5))
+    spec = TileSpec.of(tile_px=100, target_mpp="native", grid=3, neighbour_mode="grid", grid_offset=[0.5, 0.5])
     g = compute_geometry("S", ["a"], np.array([[430.0, 260.0]]), [[0, 0]], (1000, 1000), 0.5, spec)
     # tiles start at the image corner: node centres at 50, 150, 250, ...; nearest to (430, 260) is (450, 250)
     np.testing.assert_allclose(g.neighbour_centres[0, 4], [450, 250])
     np.testing.assert_allclose(g.misalignment[0], [20, -10])
     with pytest.raises(ValueError, match="1/k"):
-        TileSpec(neighbour_mode="grid", grid_stride=0.3)
+        TileSpec.of(neighbour_mode="grid", grid_stride=0.3)
     with pytest.raises(ValueError, match="neighbour_mode"):
-        TileSpec(neighbour_mode="shared")
+        TileSpec.of(neighbour_mode="shared")
     assert TileSpec.from_config({"neighbour_mode": "grid", "grid_offset": "0.5, 0.25"}).grid_offset == (0.5, 0.25)
 
 
@@ -79,7 +79,7 @@ def test_grid_equals_centred_where_the_lattice_coincides(lattice, tmp_path):
     enc = tiny_vit()
     out = {}
     for mode in ("centred", "grid"):
-        spec = TileSpec(32, None, 5, neighbour_mode=mode)
+        spec = TileSpec.of(tile_px=32, target_mpp="native", grid=5, neighbour_mode=mode)
         g = compute_geometry("L", [f"s{i}" for i in range(len(centres))], centres, np.zeros((len(centres), 2)),
                              dims, 0.5, spec, slide_path=slide)
         facts = embed_sample(g, enc, tmp_path / f"{mode}.zarr", batch_size=96, progress=False)
@@ -96,7 +96,7 @@ def test_grid_equals_centred_where_the_lattice_coincides(lattice, tmp_path):
 @pytest.fixture(scope="module")
 def grid_geometry(demo_hest, tmp_path_factory):
     out = tmp_path_factory.mktemp("grid") / "S1.npz"
-    spec = TileSpec(32, 4.0, 5, neighbour_mode="grid", grid_stride=0.5)
+    spec = TileSpec.of(tile_px=32, target_mpp=4.0, grid=5, neighbour_mode="grid", grid_stride=0.5)
     return tile_sample(SamplePaths.in_hest_dir(demo_hest, "S1"), spec, out)
 
 

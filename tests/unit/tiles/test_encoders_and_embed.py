@@ -61,7 +61,7 @@ def test_random_init_is_the_same_network_in_every_process():
 @pytest.fixture(scope="module")
 def geometry(demo_hest, tmp_path_factory):
     out = tmp_path_factory.mktemp("geom") / "S1.npz"
-    return tile_sample(SamplePaths.in_hest_dir(demo_hest, "S1"), TileSpec(32, 4.0, 5), out)
+    return tile_sample(SamplePaths.in_hest_dir(demo_hest, "S1"), TileSpec.of(tile_px=32, target_mpp=4.0, grid=5), out)
 
 
 def test_embed_writes_complete_zarr_store(geometry, tmp_path):

@@ -1,0 +1,196 @@
+"""The run plan: what a validated config means for this run, in one place.
+
+``RunPlan(config)`` turns the config (already checked against the schema, defaults filled: Snakemake's
+``validate`` in ``workflow/rules/common.smk``) into everything the rules need: the sample sheet and where
+each sample's files are, the heads to run, the fold plan, the sections to predict, the report's head specs,
+and each stage's slice of the config in the generated form its CLI subcommand reads (``stage_flags``).
+The rules hold file patterns and resources; every decision about the config is made here.
+"""
+
+from __future__ import annotations
+
+import json
+
+from genedml.io.hest import SamplePaths
+from genedml.pipeline import schema
+
+RESULTS = "results"
+DEMO_DIR = f"{RESULTS}/demo/hest"  # data.source demo: rule demo_data writes the sections here
+IMPORT_DIR = f"{RESULTS}/import/hest"  # data.source legacy_st: rule import_st converts the sections here
+GENE_SEMANTICS = f"{RESULTS}/genes/semantics.npz"
+# head types whose gene queries are text embeddings of the genes (rule gene_semantics makes them once a run)
+SEMANTIC_HEAD_TYPES = ("dkan",)
+
+
+def select_heads(heads: dict, keep: list | None) -> dict:
+    """The ``heads`` mapping restricted to ``keep`` (config ``run_heads``; None keeps every head), in keep's
+    order. Snakemake merges an overlay config's ``heads`` into config.yaml's key by key, so an overlay that
+    wants fewer heads names them in ``run_heads``."""
+    if not keep:
+        return dict(heads)
+    unknown = [h for h in keep if h not in heads]
+    if unknown:
+        raise ValueError(f"run_heads names {unknown}, which are not under `heads` ({', '.join(heads)})")
+    return {h: heads[h] for h in keep}
+
+
+def check_heads(heads: dict) -> None:
+    """Resolve every head's settings now, so that a typo fails when the run starts, naming the head."""
+    from genedml.heads import head_class
+
+    for name, cfg in heads.items():
+        try:
+            head_class(cfg["type"]).settings(cfg)
+        except ValueError as exc:
+            raise ValueError(f"config heads.{name}: {exc}") from None
+
+
+def data_folder(data: dict) -> str | None:
+    """The folder the config's ``data.source`` reads: ``hest_dir`` or ``legacy_st_dir`` (None for the demo)."""
+    source = data["source"]
+    if source == "demo":
+        return None
+    key = "hest_dir" if source == "hest" else "legacy_st_dir"
+    if not data.get(key):
+        raise ValueError(f"config data.source is {source!r} but data.{key} is not set")
+    return data[key]
+
+
+class RunPlan:
+    """Everything the rules need from a config that Snakemake has validated (defaults filled in)."""
+
+    def __init__(self, config: dict):
+        from genedml.io.sample_sheet import run_sheet
+        from genedml.report.specs import report_specs, sweep_params
+        from genedml.study.folds import FoldSpec, plan_folds
+
+        self.config = config
+        data = config["data"]
+        self.source = data["source"]
+        self.folder = data_folder(data)
+        self.sheet, self.sheet_tsv = run_sheet(config["samples"], config["dataset"], self.source, self.folder)
+        self.sheet_path = self.sheet_tsv or f"{RESULTS}/samples.tsv"  # rule sample_sheet writes the latter
+        self.samples = self.sheet["sample"].tolist()
+        self.patient = dict(zip(self.sheet["sample"], self.sheet["patient"]))
+        self.heads = select_heads(config["heads"], config["run_heads"])
+        check_heads(self.heads)
+        self.encoder = config["encoder"]["name"]
+        # where the sections are read: generated (demo), converted (legacy_st) or a HEST-1k folder
+        self.hest_dir = {"demo": DEMO_DIR, "legacy_st": IMPORT_DIR}.get(self.source, self.folder)
+        self.predict_samples, self.predict_hest_dir, self.predict_heads = self._predict_plan()
+        self.fold_plan = plan_folds(self.sheet, FoldSpec.from_config(config["folds"]), config["dataset"])
+        self.folds = sorted(self.fold_plan["fold"].unique().tolist())
+        self.head_report = report_specs(self.heads)  # fails early, naming the head, on a bad `report:` key
+        self.sweeps = sweep_params(self.head_report)
+
+    # --- sections ---------------------------------------------------------------------------------
+    def sample_files(self, sample: str) -> dict[str, str]:
+        """Slide, expression and metadata of a sample in the HEST-1k layout."""
+        if sample in self.predict_samples:
+            return SamplePaths.in_hest_dir(self.predict_hest_dir, sample).as_dict()
+        if self.source in ("demo", "legacy_st"):  # made by rule demo_data / import_st
+            return SamplePaths.layout(self.hest_dir, sample).as_dict()
+        return SamplePaths.in_hest_dir(self.hest_dir, sample).as_dict()
+
+    @staticmethod
+    def layout_patterns(folder: str) -> dict[str, str]:
+        """The HEST-1k layout under ``folder`` with a ``{sample}`` wildcard (outputs of demo_data, import_st)."""
+        return SamplePaths.layout(folder, "{sample}").as_dict()
+
+    def features_path(self, sample: str) -> str:
+        return f"{RESULTS}/features/{self.encoder}/{sample}.zarr"
+
+    @staticmethod
+    def targets_path(sample: str) -> str:
+        return f"{RESULTS}/targets/{sample}.h5ad"
+
+    def sample_pairs(self, kind: str) -> str:
+        """``sample=path`` for every cross-validation sample (the train step's --features / --targets)."""
+        path = self.features_path if kind == "features" else self.targets_path
+        return " ".join(f"{s}={path(s)}" for s in self.samples)
+
+    def sheet_value(self, sample: str, column: str) -> str:
+        """A sample's value in an optional sample-sheet column ('' when absent)."""
+        if column not in self.sheet.columns:
+            return ""
+        value = self.sheet.loc[self.sheet["sample"] == sample, column].iloc[0]
+        return value if isinstance(value, str) else ""
+
+    # --- legacy-ST import ----------------------------------------------------------------------
+    def legacy_section(self, sample: str) -> str:
+        """Section name of a sample in the legacy files (sample-sheet column ``section``, else the sample)."""
+        return self.sheet_value(sample, "section") or sample
+
+    def legacy_files(self, sample: str) -> dict[str, str]:
+        from genedml.io.legacy_st import LegacyFiles
+
+        files = LegacyFiles.find(self.folder, self.legacy_section(sample))
+        return {"counts": str(files.counts), "spots": str(files.spots), "image": str(files.image)}
+
+    def import_mpp(self, sample: str) -> str:
+        """``--mpp`` from data.mpp: one µm/px for every section, a mapping sample -> µm/px, or null."""
+        mpp = self.config["data"]["mpp"]
+        if isinstance(mpp, dict):
+            mpp = mpp.get(sample)
+        return f"--mpp {float(mpp)}" if mpp else ""
+
+    # --- heads -------------------------------------------------------------------------------------
+    def gene_semantics_file(self, head: str) -> str:
+        """The gene-embedding file a head reads ('' for heads that need none); a head's own setting wins."""
+        cfg = self.heads[head]
+        if cfg["type"] not in SEMANTIC_HEAD_TYPES or cfg.get("gene_queries", "semantic") != "semantic":
+            return ""
+        return cfg.get("gene_embeddings") or GENE_SEMANTICS
+
+    def head_params(self, head: str) -> str:
+        """The head's config as JSON, without ``report`` (how the report shows a head never retrains it)."""
+        cfg = {k: v for k, v in self.heads[head].items() if k != "report"}
+        if self.gene_semantics_file(head):
+            cfg["gene_embeddings"] = self.gene_semantics_file(head)
+        return json.dumps(cfg, sort_keys=True)
+
+    def _predict_plan(self) -> tuple[list[str], str | None, list[str]]:
+        """The config's ``predict`` section: (samples, their HEST-layout folder, heads to apply)."""
+        import pandas as pd
+
+        cfg = self.config.get("predict") or {}
+        samples = cfg.get("samples") or []
+        if isinstance(samples, str):
+            samples = pd.read_csv(samples, sep="\t", dtype=str)["sample"].tolist()
+        samples = [str(s) for s in samples]
+        if samples and not cfg.get("hest_dir"):
+            raise ValueError("config predict.samples is set but predict.hest_dir is not")
+        clash = sorted(set(samples) & set(self.samples))
+        if clash:
+            raise ValueError(f"predict.samples {clash} are also training samples; give new sections other ids")
+        use = list(cfg.get("heads") or self.heads)
+        unknown = sorted(set(use) - set(self.heads))
+        if unknown:
+            raise ValueError(f"predict.heads {unknown} are not heads of this config ({', '.join(self.heads)})")
+        return samples, cfg.get("hest_dir"), use
+
+    # --- what each stage is handed ---------------------------------------------------------------
+    def flags(self, *spec_classes):
+        """The stages' slices of the config as the flags their CLI subcommand reads (generated from the
+        schema), for a rule's ``params``. Returned as a function of the wildcards: Snakemake would read braces
+        in a plain string (a template ``{symbol}``, a JSON mapping) as wildcards. It runs once per job, and
+        Snakemake compares what it returns with the last run's, so a job reruns exactly when its slice
+        changes."""
+        text = " ".join(spec.flags(self.config[spec.section]) for spec in spec_classes)
+        return lambda wildcards: text
+
+    def slice(self, spec_class) -> dict:
+        """A stage's slice of the config (defaults filled)."""
+        return schema.with_defaults(spec_class.section, self.config[spec_class.section], spec_class.keys)
+
+    def report_facts(self) -> str:
+        """The config slices the report lists under "Configuration that shaped the results" (JSON)."""
+        from genedml.tiles.encoders import EncoderSpec
+
+        facts = {
+            "encoder": self.slice(EncoderSpec),
+            **{key: self.config[key] for key in ("tiles", "genes", "targets", "folds")},
+            "data": self.source,
+            "heads": {h: {k: v for k, v in c.items() if k != "report"} for h, c in self.heads.items()},
+        }
+        return json.dumps(facts, sort_keys=True, default=str)

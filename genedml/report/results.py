@@ -1,0 +1,239 @@
+"""What the report is made from: the files a run wrote (metrics per head, folds, genes, feature-store
+attributes, Snakemake benchmarks), the installed package versions and the published numbers."""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from genedml import __version__
+from genedml.errors import InputError
+from genedml.io.datasets import canonical
+
+PACKAGES = ["torch", "timm", "snakemake", "numpy", "scipy", "pandas", "scikit-learn", "anndata", "scanpy", "zarr",
+            "openslide-python", "openslide-bin", "tifffile", "matplotlib"]
+STAGE_ORDER = ["demo_data", "tile", "embed", "select_genes", "targets", "gene_semantics", "folds", "train",
+               "evaluate", "thumbnail", "figures"]
+HEAD_TABLES = ("summary.tsv", "per_fold.tsv", "per_section.tsv", "per_gene.tsv", "gene_sets.json")
+
+
+# --------------------------------------------------------------------------------------------------
+# Datasets and the published numbers (shipped with the package)
+# --------------------------------------------------------------------------------------------------
+
+def dataset_name(name) -> str:
+    """genedml's name of a dataset (her2st, stnet, cscc); a name it does not know (e.g. demo) stays as it is."""
+    try:
+        return canonical(name)
+    except InputError:
+        return str(name)
+
+
+def load_published(as_printed: bool = False) -> pd.DataFrame:
+    """Published cross-validation results (Gene-DML Tab. 1 with the supplementary MAE; DKAN Tab. 1).
+
+    ``as_printed``: keep the numbers as the papers print them (strings), for display. The ``dataset``
+    column keeps the papers' names (cSCC is ``skinst``); compare it through ``dataset_name``."""
+    from importlib.resources import files
+
+    with files("genedml").joinpath("data/published_results.csv").open("r") as fh:
+        return pd.read_csv(fh, dtype=str if as_printed else None)
+
+
+# --------------------------------------------------------------------------------------------------
+# One head's results
+# --------------------------------------------------------------------------------------------------
+
+def selection_protocol(fold_facts: list[dict]) -> str:
+    values = sorted({str(f.get("selection", "unknown")) for f in fold_facts})
+    return "; ".join(values) if values else "unknown"
+
+
+@dataclass
+class HeadResults:
+    name: str
+    spec: dict
+    summary: pd.DataFrame
+    per_fold: pd.DataFrame
+    per_section: pd.DataFrame
+    per_gene: pd.DataFrame
+    gene_sets: dict
+    folds: list[dict]
+    spatial: dict
+
+    def metric(self, m: str, folds: list | None = None) -> tuple[float, float]:
+        """Mean and std (ddof 0) over folds; over the given folds only when ``folds`` is set.
+        The std of a single fold is NaN (shown as the mean alone), not 0."""
+        if folds is not None:
+            v = self.per_fold.loc[self.per_fold["fold"].isin(folds), m].to_numpy(dtype=float) \
+                if m in self.per_fold else np.array([])
+            v = v[~np.isnan(v)]
+            if not v.size:
+                return float("nan"), float("nan")
+            return float(v.mean()), float(v.std()) if v.size > 1 else float("nan")
+        row = self.summary[self.summary["metric"] == m]
+        if row.empty:
+            return float("nan"), float("nan")
+        n = int(row["n_folds"].iloc[0]) if "n_folds" in row else 2
+        return float(row["mean"].iloc[0]), float(row["std"].iloc[0]) if n > 1 else float("nan")
+
+    @property
+    def label(self) -> str:
+        return self.spec.get("label", self.name)
+
+    @property
+    def protocol(self) -> str:
+        return selection_protocol(self.folds)
+
+
+def load_head(results: Path, name: str, spec: dict) -> HeadResults:
+    mdir = results / "metrics" / name
+    missing = [p for p in HEAD_TABLES if not (mdir / p).exists()]
+    if missing:
+        raise FileNotFoundError(f"head {name!r}: {', '.join(missing)} missing in {mdir} (run `genedml evaluate` first)")
+    folds = [json.loads(p.read_text()) for p in sorted((results / "heads" / name).glob("fold*/fold.json"))]
+    spatial_json = results / "figures" / name / "spatial_pcc.json"
+    return HeadResults(
+        name=name, spec=spec,
+        summary=pd.read_csv(mdir / "summary.tsv", sep="\t"),
+        per_fold=pd.read_csv(mdir / "per_fold.tsv", sep="\t"),
+        per_section=pd.read_csv(mdir / "per_section.tsv", sep="\t"),
+        per_gene=pd.read_csv(mdir / "per_gene.tsv", sep="\t"),
+        gene_sets=json.loads((mdir / "gene_sets.json").read_text()),
+        folds=folds,
+        spatial=json.loads(spatial_json.read_text()) if spatial_json.exists() else {},
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Facts of the run
+# --------------------------------------------------------------------------------------------------
+
+def fold_designs(folds: pd.DataFrame) -> dict:
+    """design label -> its folds, when the fold table holds more than one design (else {})."""
+    if "design" not in folds.columns:
+        return {}
+    per_fold = folds.groupby("fold")["design"].first().fillna("").astype(str)
+    if per_fold.nunique() < 2:
+        return {}
+    return {d: sorted(int(f) for f in per_fold.index[per_fold == d]) for d in pd.unique(per_fold)}
+
+
+def feature_facts(stores: list) -> dict:
+    """Encoder facts from the feature stores' attributes; lists every checksum seen (there should be one)."""
+    import zarr
+
+    seen = [dict(zarr.open_group(str(store), mode="r").attrs) for store in stores]
+    if not seen:
+        return {}
+    first = seen[0]
+    sums = sorted({str(a.get("weights_sha256")) for a in seen})
+    return {
+        "encoder": first.get("encoder"),
+        "embed_dim": first.get("embed_dim"),
+        "weights_sha256": sums[0] if len(sums) == 1 else sums,
+        "precision": first.get("precision"),
+        "tile_spec": first.get("tile_spec"),
+        "neighbour_mode": first.get("neighbour_mode"),
+        "feature_stores": len(seen),
+        "encoder_calls": int(sum(int(a.get("encoder_calls", 0)) for a in seen)),
+        "embed_wall_s": round(float(sum(float(a.get("wall_s", 0.0)) for a in seen)), 1),
+        "devices": sorted({str(a.get("device")) for a in seen}),
+    }
+
+
+def package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "genedml": __version__}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def stage_times(bench_dir) -> pd.DataFrame:
+    """Wall time per stage from Snakemake's benchmark files (``results/benchmarks/<stage>[/<sub>]/...``)."""
+    bench_dir = Path(bench_dir)
+    rows = []
+    for path in sorted(bench_dir.rglob("*.tsv")) if bench_dir.exists() else []:
+        parts = path.relative_to(bench_dir).parts
+        stage = path.stem if len(parts) == 1 else "/".join(parts[:2]) if len(parts) > 2 else parts[0]
+        try:
+            t = pd.read_csv(path, sep="\t")
+        except (pd.errors.EmptyDataError, pd.errors.ParserError):
+            continue
+        if "s" not in t:
+            continue
+        rss = pd.to_numeric(t["max_rss"], errors="coerce") if "max_rss" in t else pd.Series([np.nan])
+        rows.append({"stage": stage, "s": float(pd.to_numeric(t["s"], errors="coerce").mean()), "rss": float(rss.max())})
+    if not rows:
+        return pd.DataFrame(columns=["stage", "jobs", "total_s", "longest_s", "max_rss_mb"])
+    table = pd.DataFrame(rows).groupby("stage", sort=False).agg(
+        jobs=("s", "size"), total_s=("s", "sum"), longest_s=("s", "max"), max_rss_mb=("rss", "max")).reset_index()
+    order = {s: i for i, s in enumerate(STAGE_ORDER)}
+    table["_o"] = [order.get(s.split("/")[0], len(order)) for s in table["stage"]]
+    table = table.sort_values(["_o", "stage"]).drop(columns="_o").reset_index(drop=True)
+    for c in ("total_s", "longest_s", "max_rss_mb"):
+        table[c] = table[c].round(1)
+    return table
+
+
+# --------------------------------------------------------------------------------------------------
+# Everything the report sections read
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class ReportInputs:
+    results: Path
+    heads: list[HeadResults]
+    folds: pd.DataFrame
+    genes: pd.DataFrame
+    run_datasets: list[str]  # genedml's names of the sample sheet's datasets, sorted
+    facts: dict  # feature_facts of the run's feature stores
+    published: pd.DataFrame  # load_published(as_printed=True)
+    recipe: str
+    n_top: int
+    config_facts: dict = field(default_factory=dict)
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.results / "figures"
+
+    @property
+    def designs(self) -> dict:
+        return fold_designs(self.folds)
+
+    @property
+    def n_sections(self) -> int:
+        return int(self.folds["sample"].nunique())
+
+    @property
+    def test_samples(self) -> list[str]:
+        """The held-out sections, by fold then name."""
+        test = self.folds[self.folds["split"] == "test"]
+        return test.sort_values(["fold", "sample"])["sample"].tolist()
+
+
+def load_inputs(results_dir, heads_spec: dict, sheet_path, recipe: str, feature_stores: list,
+                config_facts: dict | None = None, n_top: int = 50) -> ReportInputs:
+    results = Path(results_dir)
+    heads = [load_head(results, name, spec) for name, spec in heads_spec.items()]
+    sheet = pd.read_csv(sheet_path, sep="\t", dtype=str)
+    datasets = sheet.get("dataset", pd.Series(["unnamed"])).fillna("unnamed")
+    return ReportInputs(
+        results=results, heads=heads,
+        folds=pd.read_csv(results / "folds" / "folds.tsv", sep="\t"),
+        genes=pd.read_csv(results / "genes" / "genes.tsv", sep="\t"),
+        run_datasets=sorted({dataset_name(d) for d in datasets}),
+        facts=feature_facts(feature_stores),
+        published=load_published(as_printed=True),
+        recipe=recipe, n_top=n_top, config_facts=config_facts or {},
+    )
