@@ -1,7 +1,9 @@
 # genedml: set-up, demo and tests. Everything runs in .venv; nothing is downloaded but registry packages.
 #   make demo   create .venv, install pinned dependencies, run the pipeline on the built-in demo
-#   make test   the same install, then the whole test suite
+#   make test   the same install, then lint (ruff, snakemake --lint) and the whole test suite
+#   make test-fast    the unit tier only (tests/unit, about a minute and a half on 2 cores)
 #   make test-slurm   the pipeline through a real one-node SLURM (root; apt-get installs slurm-wlm, munge)
+#   make lint   ruff check, ruff format --check, snakemake --lint
 # GPU machines: PyPI's torch 2.13.0 wheel for Linux is a CUDA build, so the same pins give a GPU install.
 # For another CUDA build, point pip at PyTorch's index, e.g.
 #   make demo PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cu126"
@@ -17,10 +19,10 @@ BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.genedml-installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install demo test test-slurm lint dry-run clean-demo help
+.PHONY: install demo test test-fast test-slurm lint dry-run help
 
 help:
-	@sed -n '1,8p' Makefile
+	@sed -n '1,10p' Makefile
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,14 +39,19 @@ demo: $(STAMP)
 	@echo "Report: $(abspath results/report.md)"
 	@test ! -f results/report/index.html || echo "HTML report: $(abspath results/report/index.html)"
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests/unit
 
 # Separate from `make test` because it installs system packages and starts daemons (stopped at the end).
 test-slurm: $(STAMP)
 	GENEDML_TEST_SLURM=1 $(BIN)/python -m pytest -q -rs $(PYTEST_ARGS) tests/workflow/test_slurm.py
 
 lint: $(STAMP)
+	$(BIN)/ruff check genedml tests benchmarks
+	$(BIN)/ruff format --check genedml tests benchmarks
 	$(BIN)/snakemake --lint
 
 dry-run: $(STAMP)

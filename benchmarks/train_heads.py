@@ -41,10 +41,10 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING)
     import torch
 
-    from genedml.study.folds import read_folds
-    from genedml.heads import head_class
     from genedml.evaluation.metrics import nanmean, pearson_per_gene
+    from genedml.heads import head_class
     from genedml.heads.train import load_section
+    from genedml.study.folds import read_folds
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -52,12 +52,19 @@ def main(argv=None):
     plan = folds[folds["fold"] == a.fold]
     store = next((a.results / "features").iterdir())
     t0 = time.perf_counter()
-    split = {k: [load_section(r.sample, r.patient, store / f"{r.sample}.zarr", a.results / f"targets/{r.sample}.h5ad")
-                 for r in plan[plan["split"] == k].itertuples()] for k in ("train", "val", "test")}
-    print(f"fold {a.fold}: train {[s.sample for s in split['train']]} ({sum(s.n_spots for s in split['train'])} spots), "
-          f"val {[s.sample for s in split['val']]}, test {[s.sample for s in split['test']]}; "
-          f"{len(split['train'][0].genes)} genes; features {store.name}, loaded in {time.perf_counter() - t0:.1f} s; "
-          f"torch threads {torch.get_num_threads()}")
+    split = {
+        k: [
+            load_section(r.sample, r.patient, store / f"{r.sample}.zarr", a.results / f"targets/{r.sample}.h5ad")
+            for r in plan[plan["split"] == k].itertuples()
+        ]
+        for k in ("train", "val", "test")
+    }
+    print(
+        f"fold {a.fold}: train {[s.sample for s in split['train']]} ({sum(s.n_spots for s in split['train'])} spots), "
+        f"val {[s.sample for s in split['val']]}, test {[s.sample for s in split['test']]}; "
+        f"{len(split['train'][0].genes)} genes; features {store.name}, loaded in {time.perf_counter() - t0:.1f} s; "
+        f"torch threads {torch.get_num_threads()}"
+    )
     rows = []
     for name in a.heads:
         cfg = {**DEFAULTS.get(name, {"type": name}), **a.params.get(name, {})}
@@ -71,11 +78,20 @@ def main(argv=None):
             p = head.predict(s)
             pcc.append(nanmean(pearson_per_gene(s.targets, p)))
             mse.append(float(((s.targets - p) ** 2).mean()))
-        rows.append({"head": name, "fit_s": round(fit_s, 1), "epochs": facts.get("epochs_run"),
-                     "best_epoch": facts.get("best_epoch"), "s_per_epoch_per_1k_spots": facts.get("s_per_epoch_per_1k_spots"),
-                     "n_params": facts.get("n_params"), "peak_gpu_mem_mb": facts.get("peak_gpu_mem_mb"),
-                     "val_pcc": round(float(facts.get("best_selection_pcc", facts.get("val_pcc", np.nan)) or np.nan), 4),
-                     "test_PCC_A": round(float(np.mean(pcc)), 4), "test_MSE": round(float(np.mean(mse)), 4)})
+        rows.append(
+            {
+                "head": name,
+                "fit_s": round(fit_s, 1),
+                "epochs": facts.get("epochs_run"),
+                "best_epoch": facts.get("best_epoch"),
+                "s_per_epoch_per_1k_spots": facts.get("s_per_epoch_per_1k_spots"),
+                "n_params": facts.get("n_params"),
+                "peak_gpu_mem_mb": facts.get("peak_gpu_mem_mb"),
+                "val_pcc": round(float(facts.get("best_selection_pcc", facts.get("val_pcc", np.nan)) or np.nan), 4),
+                "test_PCC_A": round(float(np.mean(pcc)), 4),
+                "test_MSE": round(float(np.mean(mse)), 4),
+            }
+        )
         print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     table["fit_ratio"] = (table["fit_s"] / table["fit_s"].iloc[0]).round(2)

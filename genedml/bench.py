@@ -26,8 +26,12 @@ log = logging.getLogger(__name__)
 # a small encoder with UNI's architecture (ViT/16 at 224 px, 197 tokens): the same reading and batching
 # work as UNI with ~1/1000 of its compute, so the benchmark runs on a laptop CPU. No layer-scale: a
 # random-init ViT with UNI's init_values=1e-5 gives nearly the same output for every tile.
-SMALL_UNI = {"name": "uni", "allow_random_init": True, "init_seed": 0,
-             "model_kwargs": {"embed_dim": 48, "depth": 2, "num_heads": 3, "init_values": None}}
+SMALL_UNI = {
+    "name": "uni",
+    "allow_random_init": True,
+    "init_seed": 0,
+    "model_kwargs": {"embed_dim": 48, "depth": 2, "num_heads": 3, "init_values": None},
+}
 HER2ST_SECTIONS = ["B4", "C2", "C3", "C4"]
 REFERENCE_CALLS_PER_SPOT = 26  # the reference code: 25 window tiles (padded ones too) + the local crop again
 
@@ -103,17 +107,37 @@ def _embed_mode_child(job: dict, queue) -> None:
                 shutil.rmtree(partial, ignore_errors=True)  # always a fresh run, never a resume
             _reset_peak()
             before = _rss_now_mb()
-            facts = embed_sample(geometry, encoder, store, batch_size=job["batch_size"],
-                                 num_workers=job["num_workers"], device=job["device"], progress=job["progress"])
-            slides.append({
-                "sample": sample, "spots": facts["spots"], "encoder_calls": facts["encoder_calls"],
-                "wall_s": facts["wall_s"], "rss_before_mb": round(before, 1), "peak_rss_mb": round(_peak_rss_mb(), 1),
-                "store_bytes": _dir_bytes(Path(store)), "slide_pixels": int(np.prod(geometry.slide_dims)),
-                "device": facts["device"], "precision": facts["precision"],
-            })
+            facts = embed_sample(
+                geometry,
+                encoder,
+                store,
+                batch_size=job["batch_size"],
+                num_workers=job["num_workers"],
+                device=job["device"],
+                progress=job["progress"],
+            )
+            slides.append(
+                {
+                    "sample": sample,
+                    "spots": facts["spots"],
+                    "encoder_calls": facts["encoder_calls"],
+                    "wall_s": facts["wall_s"],
+                    "rss_before_mb": round(before, 1),
+                    "peak_rss_mb": round(_peak_rss_mb(), 1),
+                    "store_bytes": _dir_bytes(Path(store)),
+                    "slide_pixels": int(np.prod(geometry.slide_dims)),
+                    "device": facts["device"],
+                    "precision": facts["precision"],
+                }
+            )
         children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        queue.put({"slides": slides, "worker_peak_rss_mb": round(children, 1) if job["num_workers"] else None,
-                   "embed_dim": encoder.embed_dim})
+        queue.put(
+            {
+                "slides": slides,
+                "worker_peak_rss_mb": round(children, 1) if job["num_workers"] else None,
+                "embed_dim": encoder.embed_dim,
+            }
+        )
     except BaseException as exc:  # report, do not hang the parent
         import traceback
 
@@ -199,8 +223,14 @@ def measure_codecs(values: np.ndarray, workdir: Path, repeats: int = 3) -> dict:
         for _ in range(repeats):
             shutil.rmtree(path, ignore_errors=True)
             t = time.perf_counter()
-            arr = zarr.create_array(str(path), shape=values.shape, chunks=(chunk, *values.shape[1:]), dtype="float16",
-                                    compressors=codecs, zarr_format=3)
+            arr = zarr.create_array(
+                str(path),
+                shape=values.shape,
+                chunks=(chunk, *values.shape[1:]),
+                dtype="float16",
+                compressors=codecs,
+                zarr_format=3,
+            )
             arr[:] = values
             best_w = min(best_w, time.perf_counter() - t)
             t = time.perf_counter()
@@ -208,8 +238,11 @@ def measure_codecs(values: np.ndarray, workdir: Path, repeats: int = 3) -> dict:
             best_r = min(best_r, time.perf_counter() - t)
         assert np.array_equal(back.view(np.uint16), values.view(np.uint16))
         size = _dir_bytes(path)  # chunks plus ~1 KB of metadata
-        out[name] = {"ratio": round(values.nbytes / size, 3), "write_mb_s": round(values.nbytes / 2**20 / best_w, 1),
-                     "read_mb_s": round(values.nbytes / 2**20 / best_r, 1)}
+        out[name] = {
+            "ratio": round(values.nbytes / size, 3),
+            "write_mb_s": round(values.nbytes / 2**20 / best_w, 1),
+            "read_mb_s": round(values.nbytes / 2**20 / best_r, 1),
+        }
         shutil.rmtree(path, ignore_errors=True)
     return out
 
@@ -227,16 +260,26 @@ def measure_chunks(values: np.ndarray, workdir: Path, repeats: int = 3) -> dict:
         rows = max(1, min(values.shape[0], target // row_bytes))
         path = workdir / f"chunks-{target}.zarr"
         shutil.rmtree(path, ignore_errors=True)
-        arr = zarr.create_array(str(path), shape=values.shape, chunks=(rows, *values.shape[1:]), dtype="float16",
-                                compressors=embedding_codecs(), zarr_format=3)
+        arr = zarr.create_array(
+            str(path),
+            shape=values.shape,
+            chunks=(rows, *values.shape[1:]),
+            dtype="float16",
+            compressors=embedding_codecs(),
+            zarr_format=3,
+        )
         arr[:] = values
         best = float("inf")
         for _ in range(repeats):
             t = time.perf_counter()
             zarr.open_array(str(path), mode="r")[:]
             best = min(best, time.perf_counter() - t)
-        out[f"{target >> 10} KB"] = {"rows_per_chunk": rows, "files": -(-values.shape[0] // rows),
-                                     "load_s": round(best, 4), "load_mb_s": round(values.nbytes / 2**20 / best, 1)}
+        out[f"{target >> 10} KB"] = {
+            "rows_per_chunk": rows,
+            "files": -(-values.shape[0] // rows),
+            "load_s": round(best, 4),
+            "load_mb_s": round(values.nbytes / 2**20 / best, 1),
+        }
         shutil.rmtree(path, ignore_errors=True)
     return out
 
@@ -251,20 +294,28 @@ def _prepare_her2st(root: Path, sections: list[str], hest_dir: Path) -> list[str
     for section in sections:
         if not SamplePaths.layout(hest_dir, section).slide.exists():
             log.info("converting HER2ST %s to a pyramidal TIFF in %s", section, hest_dir)
-            import_section(LegacyFiles.find(root, section), hest_dir, ImportSpec.of(), sample=section,
-                           patient=section[0], dataset="her2st", overwrite=True)
+            import_section(
+                LegacyFiles.find(root, section),
+                hest_dir,
+                ImportSpec.of(),
+                sample=section,
+                patient=section[0],
+                dataset="her2st",
+                overwrite=True,
+            )
     return sections
 
 
 def _prepare_visium(hest_dir: Path, size_um: tuple[float, float], mpp: float) -> list[str]:
     from genedml.io.demo import DemoSpec, make_section
-
     from genedml.io.hest import SamplePaths
 
     sample = f"VISIUM_DEMO_{int(size_um[0])}x{int(size_um[1])}um"
     if not SamplePaths.layout(hest_dir, sample).slide.exists():
         log.info("generating the Visium-like slide %s (%.0f x %.0f µm at %.2f µm/px)", sample, *size_um, mpp)
-        make_section(sample, "demo", hest_dir, DemoSpec.of(width_um=size_um[0], height_um=size_um[1], mpp=mpp, n_genes=30))
+        make_section(
+            sample, "demo", hest_dir, DemoSpec.of(width_um=size_um[0], height_um=size_um[1], mpp=mpp, n_genes=30)
+        )
     return [sample]
 
 
@@ -297,11 +348,23 @@ def bench_embed(a) -> dict:
         raise SystemExit("genedml bench embed: give --her2st, --visium-demo and/or --hest-dir (see --help)")
 
     encoder = json.loads(a.encoder) if a.encoder else dict(SMALL_UNI)
-    result = {"encoder": encoder, "slides": [], "modes": {}, "datasets": {},
-              "run": {"batch_size": a.batch_size, "num_workers": a.num_workers, "device": a.device,
-                      "threads": a.threads, "cpu_count": os.cpu_count(), "machine": platform.machine(),
-                      "grid_stride": a.grid_stride, "grid_offset": a.grid_offset,
-                      "date": time.strftime("%Y-%m-%d %H:%M:%S")}}
+    result = {
+        "encoder": encoder,
+        "slides": [],
+        "modes": {},
+        "datasets": {},
+        "run": {
+            "batch_size": a.batch_size,
+            "num_workers": a.num_workers,
+            "device": a.device,
+            "threads": a.threads,
+            "cpu_count": os.cpu_count(),
+            "machine": platform.machine(),
+            "grid_stride": a.grid_stride,
+            "grid_offset": a.grid_offset,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+    }
     per_mode_slides: dict[str, list] = {m: [] for m in a.modes}
     for name, hest_dir, samples, tiles_json in datasets:
         entry = {"slides": samples, "tiles": tiles_json, "modes": {}, "per_slide": {}, "geometry": {}}
@@ -314,9 +377,17 @@ def bench_embed(a) -> dict:
                 entry["geometry"].setdefault(sample, {})[mode] = g.summary()
                 slides.append((sample, str(geom_path), str(work / "stores" / name / mode / f"{sample}.zarr")))
             log.info("%s: embedding %d slides in %s mode", name, len(samples), mode)
-            out = run_mode({"encoder": encoder, "slides": slides, "batch_size": a.batch_size,
-                            "num_workers": a.num_workers, "device": a.device, "threads": a.threads,
-                            "progress": a.progress})
+            out = run_mode(
+                {
+                    "encoder": encoder,
+                    "slides": slides,
+                    "batch_size": a.batch_size,
+                    "num_workers": a.num_workers,
+                    "device": a.device,
+                    "threads": a.threads,
+                    "progress": a.progress,
+                }
+            )
             entry["modes"][mode] = _summarise(out["slides"])
             entry["modes"][mode]["worker_peak_rss_mb"] = out["worker_peak_rss_mb"]
             entry["per_slide"][mode] = out["slides"]
@@ -339,7 +410,8 @@ def bench_embed(a) -> dict:
         rng = np.random.default_rng(0)
         gaussian = rng.standard_normal(values.shape).astype(np.float16)  # LayerNorm-like outputs, for reference
         result["compression"] = {
-            "sample": f"{ds}:{biggest['sample']}", "shape": list(values.shape),
+            "sample": f"{ds}:{biggest['sample']}",
+            "shape": list(values.shape),
             "zero_fraction": round(float((values == 0).all(-1).mean()), 4),
             "codecs": measure_codecs(values, work),
             "codecs_on_gaussian_float16": measure_codecs(gaussian, work),
@@ -356,40 +428,64 @@ def bench_embed(a) -> dict:
 
 def print_table(result: dict) -> None:
     enc = result["encoder"]
-    print(f"\nencoder: {enc.get('name')} {json.dumps(enc.get('model_kwargs') or {})} "
-          f"(weights: {enc.get('weights') or 'random-init'}), device {result['run']['device']}, "
-          f"batch {result['run']['batch_size']}, workers {result['run']['num_workers']}")
-    head = f"{'dataset':<12} {'mode':<8} {'slides':>6} {'spots':>6} {'calls':>7} {'calls/spot':>10} {'wall s':>8} " \
-           f"{'tiles/s':>8} {'bytes/spot':>10} {'peak RSS MB':>11} {'(growth)':>8}"
+    print(
+        f"\nencoder: {enc.get('name')} {json.dumps(enc.get('model_kwargs') or {})} "
+        f"(weights: {enc.get('weights') or 'random-init'}), device {result['run']['device']}, "
+        f"batch {result['run']['batch_size']}, workers {result['run']['num_workers']}"
+    )
+    head = (
+        f"{'dataset':<12} {'mode':<8} {'slides':>6} {'spots':>6} {'calls':>7} {'calls/spot':>10} {'wall s':>8} "
+        f"{'tiles/s':>8} {'bytes/spot':>10} {'peak RSS MB':>11} {'(growth)':>8}"
+    )
     print(head)
     print("-" * len(head))
-    rows = list(result["datasets"].items()) + [("all", {"modes": result["modes"], "slides": result["slides"],
-                                                        "ratios": result["ratios"]})]
+    rows = list(result["datasets"].items()) + [
+        ("all", {"modes": result["modes"], "slides": result["slides"], "ratios": result["ratios"]})
+    ]
     for name, entry in rows:
         for mode, m in entry["modes"].items():
-            print(f"{name:<12} {mode:<8} {len(entry['slides']):>6} {m['spots']:>6} {m['encoder_calls']:>7} "
-                  f"{m['calls_per_spot']:>10.2f} {m['wall_s']:>8.1f} {m['tiles_per_s']:>8.1f} "
-                  f"{m['bytes_per_spot']:>10} {m['peak_rss_mb']:>11.0f} {m['peak_rss_growth_mb']:>8.0f}")
+            print(
+                f"{name:<12} {mode:<8} {len(entry['slides']):>6} {m['spots']:>6} {m['encoder_calls']:>7} "
+                f"{m['calls_per_spot']:>10.2f} {m['wall_s']:>8.1f} {m['tiles_per_s']:>8.1f} "
+                f"{m['bytes_per_spot']:>10} {m['peak_rss_mb']:>11.0f} {m['peak_rss_growth_mb']:>8.0f}"
+            )
         r = entry.get("ratios") or {}
         if r:
-            print(f"{name:<12} centred/grid: {r['encoder_calls_centred_over_grid']}x fewer encoder calls, "
-                  f"{r['wall_s_centred_over_grid']}x wall time, {r['bytes_per_spot_centred_over_grid']}x bytes/spot; "
-                  f"reference code (26 calls/spot) / grid: {r['reference_code_calls_over_grid']}x")
+            print(
+                f"{name:<12} centred/grid: {r['encoder_calls_centred_over_grid']}x fewer encoder calls, "
+                f"{r['wall_s_centred_over_grid']}x wall time, {r['bytes_per_spot_centred_over_grid']}x bytes/spot; "
+                f"reference code (26 calls/spot) / grid: {r['reference_code_calls_over_grid']}x"
+            )
     comp = result.get("compression")
     if comp:
-        print(f"\ncompression of float16 embeddings ({comp['sample']}, {comp['shape']}, "
-              f"{comp['zero_fraction']:.1%} masked all-zero tiles): ratio, write / read MB/s")
-        for label, key in (("this run's embeddings", "codecs"), ("Gaussian float16 reference", "codecs_on_gaussian_float16")):
-            print(f"  {label}: " + "; ".join(f"{n} {v['ratio']:.3f} ({v['write_mb_s']:.0f}/{v['read_mb_s']:.0f})"
-                                            for n, v in comp[key].items()))
-        print("  whole-array load by chunk size: " + "; ".join(
-            f"{n} ({v['files']} files) {v['load_s'] * 1000:.1f} ms" for n, v in comp["chunk_sizes"].items()))
+        print(
+            f"\ncompression of float16 embeddings ({comp['sample']}, {comp['shape']}, "
+            f"{comp['zero_fraction']:.1%} masked all-zero tiles): ratio, write / read MB/s"
+        )
+        for label, key in (
+            ("this run's embeddings", "codecs"),
+            ("Gaussian float16 reference", "codecs_on_gaussian_float16"),
+        ):
+            print(
+                f"  {label}: "
+                + "; ".join(
+                    f"{n} {v['ratio']:.3f} ({v['write_mb_s']:.0f}/{v['read_mb_s']:.0f})" for n, v in comp[key].items()
+                )
+            )
+        print(
+            "  whole-array load by chunk size: "
+            + "; ".join(f"{n} ({v['files']} files) {v['load_s'] * 1000:.1f} ms" for n, v in comp["chunk_sizes"].items())
+        )
 
 
 def add_bench_parsers(sub) -> None:
     """``genedml bench <what>``: add ``embed`` to the ``bench`` sub-command's sub-parsers."""
-    s = sub.add_parser("embed", help="encoder calls, tiles/s, bytes and memory of both neighbour modes",
-                       description=EMBED_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s = sub.add_parser(
+        "embed",
+        help="encoder calls, tiles/s, bytes and memory of both neighbour modes",
+        description=EMBED_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     s.add_argument("--her2st", metavar="DIR", help="legacy-ST folder with ST-cnts/, ST-spotfiles/, ST-imgs/")
     s.add_argument("--sections", nargs="+", default=HER2ST_SECTIONS, help="HER2ST sections with images")
     s.add_argument("--visium-demo", action="store_true", help="a generated Visium-like slide (100 µm hex pitch)")
@@ -410,7 +506,8 @@ def add_bench_parsers(sub) -> None:
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--work-dir", default="results/bench/work", help="converted slides, geometries, stores")
     s.add_argument("--out", default="results/bench/embed.json")
-    s.add_argument("--no-compression", dest="compression", action="store_false",
-                   help="skip the codec and chunk-size measurements")
+    s.add_argument(
+        "--no-compression", dest="compression", action="store_false", help="skip the codec and chunk-size measurements"
+    )
     s.add_argument("--progress", action="store_true", help="progress bars of each embedding")
     s.set_defaults(func=bench_embed)

@@ -109,8 +109,9 @@ def _import_st_args(s):
     ImportSpec.add_arguments(s)
 
 
-@subcommand("import-st", "convert a legacy-ST section (ST-cnts, ST-spotfiles, ST-imgs) to the HEST layout",
-            _import_st_args)
+@subcommand(
+    "import-st", "convert a legacy-ST section (ST-cnts, ST-spotfiles, ST-imgs) to the HEST layout", _import_st_args
+)
 def import_st(a):
     from genedml.io.legacy_st import ImportSpec, LegacyFiles, import_section
 
@@ -123,15 +124,27 @@ def import_st(a):
         if not a.st_dir:
             raise InputError("give --st-dir (a legacy-ST folder) or --counts, --spots and --image", section)
         files = LegacyFiles.find(a.st_dir, section)
-    import_section(files, a.out_dir, _spec_from_args(ImportSpec, a, section), sample=a.sample or section,
-                   patient=a.patient, dataset=a.dataset, mpp=a.mpp, overwrite=a.overwrite)
+    import_section(
+        files,
+        a.out_dir,
+        _spec_from_args(ImportSpec, a, section),
+        sample=a.sample or section,
+        patient=a.patient,
+        dataset=a.dataset,
+        mpp=a.mpp,
+        overwrite=a.overwrite,
+    )
 
 
 def _sample_sheet_args(s):
     s.add_argument("--dataset", required=True)
     s.add_argument("--samples", nargs="*", help="HEST ids or section names (default: all found in --data-dir)")
-    s.add_argument("--source", default="hest", choices=["hest", "legacy_st"],
-                   help="how the data folder names samples: HEST ids (hest) or section names (legacy_st)")
+    s.add_argument(
+        "--source",
+        default="hest",
+        choices=["hest", "legacy_st"],
+        help="how the data folder names samples: HEST ids (hest) or section names (legacy_st)",
+    )
     s.add_argument("--data-dir", help="HEST-1k or legacy-ST folder; only samples present there are listed")
     s.add_argument("--out", required=True)
 
@@ -144,8 +157,13 @@ def sample_sheet(a):
     available = samples_present(a.source, a.data_dir) if a.data_dir else None
     sheet = registry_sheet(a.dataset, a.samples or None, sample_naming(a.source), available)
     write_tsv(a.out, sheet)
-    log.info("%s: %d samples from %d patients: %s", a.dataset, len(sheet), sheet["patient"].nunique(),
-             ", ".join(sheet["sample"]))
+    log.info(
+        "%s: %d samples from %d patients: %s",
+        a.dataset,
+        len(sheet),
+        sheet["patient"].nunique(),
+        ", ".join(sheet["sample"]),
+    )
 
 
 # ----------------------------------------------------------------------------------------- tiles, embed
@@ -168,11 +186,22 @@ def tile(a):
     from genedml.io.hest import SamplePaths
     from genedml.tiles.geometry import TileSpec, tile_sample
 
-    paths = SamplePaths(a.sample, Path(a.slide), Path(a.st), Path(a.metadata)) if a.slide else \
-        SamplePaths.in_hest_dir(a.hest_dir, a.sample)
+    paths = (
+        SamplePaths(a.sample, Path(a.slide), Path(a.st), Path(a.metadata))
+        if a.slide
+        else SamplePaths.in_hest_dir(a.hest_dir, a.sample)
+    )
     g = tile_sample(paths, _spec_from_args(TileSpec, a, a.sample), a.out)
-    log.info("%s: %d spots, slide %.4f µm/px (%s), scale %.3f level-0 px per tile px, %d of %d neighbour tiles in image",
-             a.sample, g.n_spots, g.slide_mpp, g.mpp_source, g.scale, int(g.neighbour_mask.sum()), g.neighbour_mask.size)
+    log.info(
+        "%s: %d spots, slide %.4f µm/px (%s), scale %.3f level-0 px per tile px, %d of %d neighbour tiles in image",
+        a.sample,
+        g.n_spots,
+        g.slide_mpp,
+        g.mpp_source,
+        g.scale,
+        int(g.neighbour_mask.sum()),
+        g.neighbour_mask.size,
+    )
     log.info("%s: %s", a.sample, json.dumps(g.summary()))
 
 
@@ -199,8 +228,9 @@ def embed(a):
         geometry.slide_path = a.slide
     runtime = _spec_from_args(EmbedRuntime, a, geometry.sample)
     encoder = build_encoder(_spec_from_args(EncoderSpec, a, geometry.sample))
-    embed_sample(geometry, encoder, a.out, batch_size=runtime.batch_size, num_workers=runtime.num_workers,
-                 device=runtime.device)
+    embed_sample(
+        geometry, encoder, a.out, batch_size=runtime.batch_size, num_workers=runtime.num_workers, device=runtime.device
+    )
 
 
 # ------------------------------------------------------------------------------- genes, targets, folds
@@ -224,8 +254,12 @@ def genes(a):
     st = dict(zip(a.samples, a.st)) if a.samples else {Path(p).stem: p for p in a.st}
     chosen, table = select_genes(st, spec)
     write_tsv(a.out, table)
-    log.info("%d genes chosen (%s) from %d samples", len(chosen), "list " + spec.list if spec.list else
-             "top by total counts", len(st))
+    log.info(
+        "%d genes chosen (%s) from %d samples",
+        len(chosen),
+        "list " + spec.list if spec.list else "top by total counts",
+        len(st),
+    )
 
 
 def _targets_args(s):
@@ -276,8 +310,10 @@ def _folds_args(s):
 
     s.add_argument("--sheet", required=True)
     s.add_argument("--out", required=True)
-    s.add_argument("--dataset", help="scheme reference: the dataset whose published folds to use "
-                                     "(default: the sample sheet's dataset column)")
+    s.add_argument(
+        "--dataset",
+        help="scheme reference: the dataset whose published folds to use (default: the sample sheet's dataset column)",
+    )
     FoldSpec.add_arguments(s)
 
 
@@ -290,8 +326,12 @@ def folds(a):
     table = plan_folds(read_sample_sheet(a.sheet), _spec_from_args(FoldSpec, a), a.dataset)
     write_tsv(a.out, table)
     for k, grp in table.groupby("fold"):
-        log.info("fold %d: test %s | val %s", k, ",".join(grp.loc[grp.split == "test", "sample"]),
-                 ",".join(grp.loc[grp.split == "val", "sample"]) or "-")
+        log.info(
+            "fold %d: test %s | val %s",
+            k,
+            ",".join(grp.loc[grp.split == "test", "sample"]),
+            ",".join(grp.loc[grp.split == "val", "sample"]) or "-",
+        )
 
 
 # ------------------------------------------------------------------------------------- heads: train, predict
@@ -299,8 +339,12 @@ def folds(a):
 
 def _train_args(s):
     s.add_argument("--head", required=True)
-    s.add_argument("--params", type=_json_arg, required=True,
-                   help="the head's config section as JSON (its keys depend on its type)")
+    s.add_argument(
+        "--params",
+        type=_json_arg,
+        required=True,
+        help="the head's config section as JSON (its keys depend on its type)",
+    )
     s.add_argument("--folds", required=True)
     s.add_argument("--fold", type=int, required=True)
     s.add_argument("--features", nargs="+", required=True, help="sample=path.zarr ...")
@@ -335,8 +379,9 @@ def predict(a):
     from genedml.heads.predict import predict_sample
 
     _set_threads(a.threads)
-    predict_sample(a.head, a.models, a.sample, a.features, a.out, reference_features=a.reference_features,
-                   patient=a.patient)
+    predict_sample(
+        a.head, a.models, a.sample, a.features, a.out, reference_features=a.reference_features, patient=a.patient
+    )
 
 
 # ------------------------------------------------------------------------------- evaluation and report
@@ -360,9 +405,15 @@ def evaluate(a):
     from genedml.evaluation.evaluate import EvaluateSpec, evaluate_head
     from genedml.study.targets import TargetSpec
 
-    evaluate_head(a.head, a.predictions, a.out_dir, n_top=_spec_from_args(EvaluateSpec, a).pcc_h_genes,
-                  recipe=_spec_from_args(TargetSpec, a).recipe, export_dir=a.export_dir,
-                  thumbnails=_sample_paths(a.thumbnails or []))
+    evaluate_head(
+        a.head,
+        a.predictions,
+        a.out_dir,
+        n_top=_spec_from_args(EvaluateSpec, a).pcc_h_genes,
+        recipe=_spec_from_args(TargetSpec, a).recipe,
+        export_dir=a.export_dir,
+        thumbnails=_sample_paths(a.thumbnails or []),
+    )
 
 
 def _summarize_args(s):
@@ -450,8 +501,17 @@ def report(a):
     from genedml.report import build_report
     from genedml.study.targets import TargetSpec
 
-    build_report(a.results_dir, a.heads, a.sheet, _spec_from_args(TargetSpec, a).recipe, a.features, a.site_dir,
-                 a.markdown, config_facts=a.config_facts, n_top=_spec_from_args(EvaluateSpec, a).pcc_h_genes)
+    build_report(
+        a.results_dir,
+        a.heads,
+        a.sheet,
+        _spec_from_args(TargetSpec, a).recipe,
+        a.features,
+        a.site_dir,
+        a.markdown,
+        config_facts=a.config_facts,
+        n_top=_spec_from_args(EvaluateSpec, a).pcc_h_genes,
+    )
     log.info("report written to %s and %s", a.site_dir, a.markdown)
 
 
@@ -460,8 +520,12 @@ def report(a):
 
 def _config_args(s):
     s.add_argument("action", choices=["show"], help="show: the config with every default filled in (YAML)")
-    s.add_argument("configfiles", nargs="*", default=["config.yaml"],
-                   help="config files, merged in order as `snakemake --configfile` does (default: config.yaml)")
+    s.add_argument(
+        "configfiles",
+        nargs="*",
+        default=["config.yaml"],
+        help="config files, merged in order as `snakemake --configfile` does (default: config.yaml)",
+    )
 
 
 @subcommand("config", "the config as the pipeline reads it: `genedml config show [FILES]`", _config_args)
@@ -483,15 +547,18 @@ def _profile_args(s):
     add_profile_parsers(s.add_subparsers(dest="profile", required=True))
 
 
-SUBCOMMANDS.append(("bench", "benchmarks (ratios measured in one run); see genedml bench embed --help", _bench_args,
-                    None))
-SUBCOMMANDS.append(("profile", "Snakemake profiles: `genedml profile install cluster --partition P`", _profile_args,
-                    None))
+SUBCOMMANDS.append(
+    ("bench", "benchmarks (ratios measured in one run); see genedml bench embed --help", _bench_args, None)
+)
+SUBCOMMANDS.append(
+    ("profile", "Snakemake profiles: `genedml profile install cluster --partition P`", _profile_args, None)
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="genedml", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="genedml", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--version", action="version", version=f"genedml {__version__}")
     p.add_argument("--log-level", default=os.environ.get("GENEDML_LOG_LEVEL", "INFO"))
     sub = p.add_subparsers(dest="command", required=True)

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from support.workflow import PIPELINE_SAMPLES, snakemake, tiny_config
 

@@ -39,8 +39,9 @@ class EvaluateSpec(StageSpec):
     pcc_h_genes: int
 
 
-def evaluate_head(head: str, prediction_files: list, out_dir, n_top: int, recipe: str, export_dir=None,
-                  thumbnails: dict | None = None) -> pd.DataFrame:
+def evaluate_head(
+    head: str, prediction_files: list, out_dir, n_top: int, recipe: str, export_dir=None, thumbnails: dict | None = None
+) -> pd.DataFrame:
     """``thumbnails``: sample -> thumbnail JSON (``genedml thumbnail``); samples without one export no image."""
     import anndata as ad
 
@@ -60,8 +61,14 @@ def evaluate_head(head: str, prediction_files: list, out_dir, n_top: int, recipe
             seen[sample] = path
             part = pred[pred.obs["sample"] == sample]
             fold = int(part.obs["fold"].iloc[0])
-            sections.append({"sample": sample, "fold": fold, "truth": np.asarray(part.layers["truth"]),
-                             "prediction": np.asarray(part.X)})
+            sections.append(
+                {
+                    "sample": sample,
+                    "fold": fold,
+                    "truth": np.asarray(part.layers["truth"]),
+                    "prediction": np.asarray(part.X),
+                }
+            )
             exports.append((sample, part))
     res = evaluate_sections(sections, genes, n_top=n_top)
     out_dir = Path(out_dir)
@@ -74,12 +81,13 @@ def evaluate_head(head: str, prediction_files: list, out_dir, n_top: int, recipe
     summary.insert(0, "head", head)
     summary["target_recipe"] = recipe
     write_tsv(out_dir / "summary.tsv", summary)
-    write_json(out_dir / "gene_sets.json", {"n_top": n_top, "PCC_H": res["pcc_h_genes"],
-                                            "HEG": res["heg_genes"], "HVG": res["hvg_genes"]})
+    write_json(
+        out_dir / "gene_sets.json",
+        {"n_top": n_top, "PCC_H": res["pcc_h_genes"], "HEG": res["heg_genes"], "HVG": res["hvg_genes"]},
+    )
     if export_dir is not None:
         for sample, part in exports:
-            export_section(head, sample, part, Path(export_dir) / f"{sample}.h5ad",
-                           (thumbnails or {}).get(sample))
+            export_section(head, sample, part, Path(export_dir) / f"{sample}.h5ad", (thumbnails or {}).get(sample))
     for _, row in summary.iterrows():
         log.info("%s %s: %.4f ± %.4f over %d folds", head, row["metric"], row["mean"], row["std"], row["n_folds"])
     return summary

@@ -37,6 +37,7 @@ class SpatialFigureSpec(StageSpec):
 
     spatial_genes: list
 
+
 log = logging.getLogger(__name__)
 
 DEFAULT_SPATIAL_GENES = ("GNAS", "FASN", "ERBB2")
@@ -47,8 +48,7 @@ def _save(fig, out) -> None:
     """PNG for plots; JPEG (quality 90) for maps over H&E, which PNG stores ~6x larger."""
     jpeg = Path(out).suffix.lower() in (".jpg", ".jpeg")
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="jpeg" if jpeg else "png", dpi=DPI,
-                    pil_kwargs={"quality": 90} if jpeg else None)
+        fig.savefig(tmp, format="jpeg" if jpeg else "png", dpi=DPI, pil_kwargs={"quality": 90} if jpeg else None)
     plt.close(fig)
 
 
@@ -95,8 +95,9 @@ def spatial_maps(export_h5ad, thumbnail_json, genes: list[str], out_png, head: s
     x0, x1, y0, y1 = _crop_box(xy, diameter, width, height)
     panel_w = 3.6
     panel_h = max(1.6, min(5.0, panel_w * (y1 - y0) / max(x1 - x0, 1.0)))
-    fig, axes = plt.subplots(len(genes), 2, figsize=(2 * panel_w + 1.0, panel_h * len(genes) + 0.6),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        len(genes), 2, figsize=(2 * panel_w + 1.0, panel_h * len(genes) + 0.6), squeeze=False, layout="constrained"
+    )
     norm = Normalize(0.0, 1.0)
     scores = []
     for row, gene in enumerate(genes):
@@ -104,12 +105,21 @@ def spatial_maps(export_h5ad, thumbnail_json, genes: list[str], out_png, head: s
         r = float(pearson_per_gene(truth[:, [j]], pred[:, [j]])[0])
         scores.append({"gene": gene, "pcc": r})
         pcc = "n/a (constant)" if np.isnan(r) else f"{r:.3f}"
-        for col, (values, what) in enumerate(((truth[:, j], "truth"), (pred[:, j], "prediction"))):
+        for col, values in enumerate((truth[:, j], pred[:, j])):  # truth, then prediction
             ax = axes[row, col]
             ax.imshow(image, extent=(0, width, height, 0), interpolation="bilinear")
-            spots = EllipseCollection(diameter, diameter, 0.0, units="xy", offsets=xy,
-                                      offset_transform=ax.transData, cmap="viridis", norm=norm,
-                                      alpha=0.9, edgecolors="none")
+            spots = EllipseCollection(
+                diameter,
+                diameter,
+                0.0,
+                units="xy",
+                offsets=xy,
+                offset_transform=ax.transData,
+                cmap="viridis",
+                norm=norm,
+                alpha=0.9,
+                edgecolors="none",
+            )
             spots.set_array(scale01(values))
             ax.add_collection(spots)
             ax.set_xlim(x0, x1)
@@ -151,11 +161,23 @@ def pcc_distribution(per_gene: dict, labels: dict, out_png) -> None:
     for i, c in enumerate(clean, start=1):
         ax.scatter(i + rng.uniform(-0.18, 0.18, c.size), c, s=7, alpha=0.5, color="tab:blue", linewidths=0)
         if c.size:
-            ax.annotate(f"gene mean {c.mean():.3f}\n{c.size} genes", (i, 1.0), xycoords=("data", "axes fraction"),
-                        xytext=(0, -2), textcoords="offset points", ha="center", va="top", fontsize=7)
+            ax.annotate(
+                f"gene mean {c.mean():.3f}\n{c.size} genes",
+                (i, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(0, -2),
+                textcoords="offset points",
+                ha="center",
+                va="top",
+                fontsize=7,
+            )
     ax.axhline(0.0, color="grey", lw=0.8, ls="--")
-    ax.set_xticks(range(1, len(heads) + 1), [labels.get(h, h) for h in heads], rotation=20 if len(heads) > 4 else 0,
-                  ha="right" if len(heads) > 4 else "center")
+    ax.set_xticks(
+        range(1, len(heads) + 1),
+        [labels.get(h, h) for h in heads],
+        rotation=20 if len(heads) > 4 else 0,
+        ha="right" if len(heads) > 4 else "center",
+    )
     ax.set_ylabel("per-gene PCC (mean over folds)")
     ax.set_title("Per-gene PCC of each head", fontsize=10)
     lo = min([c.min() for c in clean if c.size] + [-0.1])
@@ -179,8 +201,14 @@ def sweep_figure(param: str, points: pd.DataFrame, out_png) -> None:
         x = pts["x"].to_numpy(dtype=float)
         ax.set_xticks(x, pts["value"].astype(str).tolist())
     for metric, marker in (("PCC_A", "o"), ("PCC_H", "s")):
-        ax.errorbar(x, pts[metric].to_numpy(dtype=float), yerr=pts[f"{metric}_std"].to_numpy(dtype=float),
-                    marker=marker, capsize=3, label=metric.replace("_", "(") + ")")
+        ax.errorbar(
+            x,
+            pts[metric].to_numpy(dtype=float),
+            yerr=pts[f"{metric}_std"].to_numpy(dtype=float),
+            marker=marker,
+            capsize=3,
+            label=metric.replace("_", "(") + ")",
+        )
     ax.set_xlabel(param)
     ax.set_ylabel("PCC (mean ± std over folds)")
     ax.set_title(f"Sweep over {param}", fontsize=10)
@@ -194,8 +222,11 @@ def overview_figures(specs: dict, metrics_dir, out_dir) -> list[Path]:
     ``specs``: head -> its report spec (``genedml.report.build.report_specs``)."""
     metrics_dir, out_dir = Path(metrics_dir), Path(out_dir)
     written = [out_dir / "pcc_per_gene.png"]
-    pcc_distribution({h: metrics_dir / h / "per_gene.tsv" for h in specs},
-                     {h: s.get("label", h) for h, s in specs.items()}, written[0])
+    pcc_distribution(
+        {h: metrics_dir / h / "per_gene.tsv" for h in specs},
+        {h: s.get("label", h) for h, s in specs.items()},
+        written[0],
+    )
     params = sorted({p for s in specs.values() for p in s.get("sweep", {})})
     for param in params:
         rows = []
@@ -203,9 +234,17 @@ def overview_figures(specs: dict, metrics_dir, out_dir) -> list[Path]:
             if param not in spec.get("sweep", {}):
                 continue
             summary = pd.read_csv(metrics_dir / head / "summary.tsv", sep="\t").set_index("metric")
-            rows.append({"value": spec["sweep"][param], "head": head,
-                         **{k: summary.loc[m, col] for m in ("PCC_A", "PCC_H")
-                            for k, col in ((m, "mean"), (f"{m}_std", "std"))}})
+            rows.append(
+                {
+                    "value": spec["sweep"][param],
+                    "head": head,
+                    **{
+                        k: summary.loc[m, col]
+                        for m in ("PCC_A", "PCC_H")
+                        for k, col in ((m, "mean"), (f"{m}_std", "std"))
+                    },
+                }
+            )
         sweep_figure(param, pd.DataFrame(rows), out_dir / f"sweep_{param}.png")
         written.append(out_dir / f"sweep_{param}.png")
     return written

@@ -1,4 +1,4 @@
-"""The field's metrics, computed exactly as the papers describe them (METHOD.md §5).
+"""The field's metrics, computed exactly as the papers describe them (docs/method.md, "Protocol and metrics").
 
 Every number starts per held-out test section:
 - per-gene Pearson r across that section's spots (NaN for a gene that is constant in truth or prediction,
@@ -121,8 +121,14 @@ def summarise(per_fold: pd.DataFrame, metrics) -> pd.DataFrame:
     for m in metrics:
         v = per_fold[m].to_numpy(dtype=float)
         v = v[~np.isnan(v)]
-        rows.append({"metric": m, "mean": float(np.mean(v)) if v.size else np.nan,
-                     "std": float(np.std(v)) if v.size else np.nan, "n_folds": int(v.size)})
+        rows.append(
+            {
+                "metric": m,
+                "mean": float(np.mean(v)) if v.size else np.nan,
+                "std": float(np.std(v)) if v.size else np.nan,
+                "n_folds": int(v.size),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -154,8 +160,10 @@ def evaluate_sections(sections: list[dict], genes: list[str], n_top: int = 50) -
 
     # per-fold per-gene PCC = NaN-aware mean over the fold's sections; PCC(H) genes from their ranks
     fold_gene = pd.DataFrame(
-        {f"fold{f}": _fold_mean([r["pcc_per_gene"] for s, r in zip(sections, results) if int(s["fold"]) == f])
-         for f in folds},
+        {
+            f"fold{f}": _fold_mean([r["pcc_per_gene"] for s, r in zip(sections, results) if int(s["fold"]) == f])
+            for f in folds
+        },
         index=pd.Index(genes, name="gene"),
     )
     hpg = top_predictive_genes(fold_gene, n_top)
@@ -164,8 +172,14 @@ def evaluate_sections(sections: list[dict], genes: list[str], n_top: int = 50) -
     sec_rows = []
     for s, r in zip(sections, results):
         r["PCC_H"] = nanmean(r["pcc_per_gene"][hpg_idx])
-        sec_rows.append({"fold": int(s["fold"]), "sample": s["sample"], "n_spots": r["n_spots"],
-                         **{m: r[m] for m in SECTION_METRICS}})
+        sec_rows.append(
+            {
+                "fold": int(s["fold"]),
+                "sample": s["sample"],
+                "n_spots": r["n_spots"],
+                **{m: r[m] for m in SECTION_METRICS},
+            }
+        )
     per_section = pd.DataFrame(sec_rows)
 
     fold_rows = []
@@ -187,8 +201,9 @@ def evaluate_sections(sections: list[dict], genes: list[str], n_top: int = 50) -
     per_gene["sections_HEG"] = np.bincount(np.concatenate([r["heg_idx"] for r in results]), minlength=len(genes))
     per_gene["sections_HVG"] = np.bincount(np.concatenate([r["hvg_idx"] for r in results]), minlength=len(genes))
 
-    per_gene_section = pd.DataFrame({s["sample"]: r["pcc_per_gene"] for s, r in zip(sections, results)},
-                                    index=pd.Index(genes, name="gene"))
+    per_gene_section = pd.DataFrame(
+        {s["sample"]: r["pcc_per_gene"] for s, r in zip(sections, results)}, index=pd.Index(genes, name="gene")
+    )
     return {
         "per_section": per_section,
         "per_fold": per_fold,

@@ -62,8 +62,12 @@ def make_thumbnail(sample: str, slide_path, geometry_path, metadata_path, out_pn
     slide = open_slide(slide_path, sample)
     width, height = slide.dimensions
     if (width, height) != tuple(geometry.slide_dims):
-        raise InputError(f"slide is {width} x {height} px but its tile geometry says "
-                         f"{geometry.slide_dims[0]} x {geometry.slide_dims[1]}: rerun the tile step", sample, slide_path)
+        raise InputError(
+            f"slide is {width} x {height} px but its tile geometry says "
+            f"{geometry.slide_dims[0]} x {geometry.slide_dims[1]}: rerun the tile step",
+            sample,
+            slide_path,
+        )
     scale = min(1.0, max_px / max(width, height))
     image = slide.get_thumbnail((max(1, round(width * scale)), max(1, round(height * scale)))).convert("RGB")
     scalef = image.width / width  # OpenSlide rounds the box; the x scale is the one scanpy applies
@@ -81,8 +85,17 @@ def make_thumbnail(sample: str, slide_path, geometry_path, metadata_path, out_pn
     with atomic_path(out_png) as tmp:
         image.save(tmp, format="PNG", optimize=True)
     write_json(out_json, facts)
-    log.info("%s: %d x %d thumbnail of a %d x %d slide (scale %.4f), spot %.1f px (%s)", sample, image.width,
-             image.height, width, height, scalef, diameter, source)
+    log.info(
+        "%s: %d x %d thumbnail of a %d x %d slide (scale %.4f), spot %.1f px (%s)",
+        sample,
+        image.width,
+        image.height,
+        width,
+        height,
+        scalef,
+        diameter,
+        source,
+    )
     return facts
 
 
@@ -105,14 +118,19 @@ def scanpy_spatial_uns(json_path, max_px: int = 1000) -> dict:
     longest = max(image.shape[:2])
     if longest > max_px:
         shrink = max_px / longest
-        im = Image.fromarray(image).resize((max(1, round(image.shape[1] * shrink)), max(1, round(image.shape[0] * shrink))),
-                                           Image.Resampling.LANCZOS)
+        im = Image.fromarray(image).resize(
+            (max(1, round(image.shape[1] * shrink)), max(1, round(image.shape[0] * shrink))), Image.Resampling.LANCZOS
+        )
         scalef = scalef * im.width / image.shape[1]
         image = np.asarray(im)
     return {
         "images": {"hires": image},
-        "scalefactors": {"tissue_hires_scalef": float(scalef),
-                         "spot_diameter_fullres": float(facts["spot_diameter_fullres"])},
-        "metadata": {"source": "genedml thumbnail of the H&E slide",
-                     "spot_diameter_source": facts["spot_diameter_source"]},
+        "scalefactors": {
+            "tissue_hires_scalef": float(scalef),
+            "spot_diameter_fullres": float(facts["spot_diameter_fullres"]),
+        },
+        "metadata": {
+            "source": "genedml thumbnail of the H&E slide",
+            "spot_diameter_source": facts["spot_diameter_source"],
+        },
     }

@@ -84,7 +84,7 @@ class Head:
         raise NotImplementedError
 
     @classmethod
-    def load(cls, directory: Path, params: dict) -> "Head":
+    def load(cls, directory: Path, params: dict) -> Head:
         raise NotImplementedError
 
 

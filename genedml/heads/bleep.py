@@ -35,9 +35,22 @@ class BLEEPHead(TorchHead):
     """The network (``genedml.networks.bleep_net.BLEEP``) sees the concatenated feature views of a batch."""
 
     kind = "bleep"
-    defaults = {"dim": 256, "dropout": 0.1, "temperature": 1.0, "normalize": False, "k": 50,
-                "aggregate": "mean", "reference": "train", "features": ["local"], "input_norm": "standard",
-                "lr": 1e-3, "weight_decay": 1e-3, "batch_size": 256, "epochs": 150, "patience": 20}
+    defaults = {
+        "dim": 256,
+        "dropout": 0.1,
+        "temperature": 1.0,
+        "normalize": False,
+        "k": 50,
+        "aggregate": "mean",
+        "reference": "train",
+        "features": ["local"],
+        "input_norm": "standard",
+        "lr": 1e-3,
+        "weight_decay": 1e-3,
+        "batch_size": 256,
+        "epochs": 150,
+        "patience": 20,
+    }
 
     def __init__(self, params: dict, seed: int = 0):
         super().__init__(params, seed)
@@ -53,9 +66,17 @@ class BLEEPHead(TorchHead):
         from genedml.networks.bleep_net import BLEEP
 
         p = self.params
-        return BLEEP(dims["local_dim"] * len(self.views), dims["n_genes"], int(p["dim"]), float(p["dropout"]),
-                     p["input_norm"], int(p["k"]), p["aggregate"], float(p["temperature"]),
-                     int(dims.get("n_reference", 0)))
+        return BLEEP(
+            dims["local_dim"] * len(self.views),
+            dims["n_genes"],
+            int(p["dim"]),
+            float(p["dropout"]),
+            p["input_norm"],
+            int(p["k"]),
+            p["aggregate"],
+            float(p["temperature"]),
+            int(dims.get("n_reference", 0)),
+        )
 
     def init_model(self, model, train) -> None:
         fit_input_norm(model.standardize, training_views(train, self.views))
@@ -67,8 +88,9 @@ class BLEEPHead(TorchHead):
         from genedml.networks.losses import bleep_loss
 
         image = model.embed_image(batch_views(batch, self.views))
-        loss = bleep_loss(image, model.expression(batch.targets), float(self.params["temperature"]),
-                          bool(self.params["normalize"]))
+        loss = bleep_loss(
+            image, model.expression(batch.targets), float(self.params["temperature"]), bool(self.params["normalize"])
+        )
         return loss, {"contrastive": float(loss.detach())}
 
     # --- the reference set --------------------------------------------------------------------

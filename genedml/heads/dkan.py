@@ -14,7 +14,7 @@ tokens of the spot's measured expression. Input statistics (``input_norm``) come
   ``w_i = (1 / L_i) / sum_j (1 / L_j)`` computed on the detached batch losses, ``L = sum_i w_i L_i``
   (``loss_weights: fixed`` uses ``L_sup + clip_weight * L_clip`` instead).
 
-Not reproduced (see the README): the paper's gene texts (GPT-4o summaries of NCBI descriptions embedded
+Not reproduced (docs/method.md): the paper's gene texts (GPT-4o summaries of NCBI descriptions embedded
 with BioBERT, 1024-d) — symbol embeddings carry far less biology, so the semantic prior is weak and the
 gene queries act mostly as gene identities; and the paper's trainable ResNet18 patch branch — here the patch
 level is the frozen cached embedding with a trainable projection, so nothing adapts the pixels to the task.
@@ -36,11 +36,27 @@ class DKANHead(TorchHead):
 
     kind = "dkan"
     defaults = {
-        "dim": 256, "heads": 4, "ff_mult": 2, "dropout": 0.1, "gene_layers": 1, "global_layers": 1,
-        "clip_dim": 128, "tau": 0.1, "distill_lambda": 0.3, "loss_weights": "adaptive", "clip_weight": 1.0,
-        "gene_queries": "semantic", "gene_embeddings": None, "input_norm": "standard",
+        "dim": 256,
+        "heads": 4,
+        "ff_mult": 2,
+        "dropout": 0.1,
+        "gene_layers": 1,
+        "global_layers": 1,
+        "clip_dim": 128,
+        "tau": 0.1,
+        "distill_lambda": 0.3,
+        "loss_weights": "adaptive",
+        "clip_weight": 1.0,
+        "gene_queries": "semantic",
+        "gene_embeddings": None,
+        "input_norm": "standard",
         # published: Adam 1e-4, StepLR(50, 0.9), batch 128
-        "lr": 1e-4, "step_size": 50, "gamma": 0.9, "batch_size": 128, "epochs": 200, "patience": 20,
+        "lr": 1e-4,
+        "step_size": 50,
+        "gamma": 0.9,
+        "batch_size": 128,
+        "epochs": 200,
+        "patience": 20,
         "eval_batch_size": 256,
     }
 
@@ -103,8 +119,9 @@ class DKANHead(TorchHead):
 
         out = model.forward_train(batch)
         y = batch.targets
-        sup, mse, distill = distilled_mse(out["pred"].float(), [s.float() for s in out["scale_preds"]], y,
-                                          float(self.params["distill_lambda"]))
+        sup, mse, distill = distilled_mse(
+            out["pred"].float(), [s.float() for s in out["scale_preds"]], y, float(self.params["distill_lambda"])
+        )
         if batch.local.shape[0] > 1:
             clip = normalised_clip_loss(out["img_embed"], out["expr_embed"], float(self.params["tau"]))
         else:  # one spot has no negatives
@@ -114,8 +131,13 @@ class DKANHead(TorchHead):
         else:
             w = torch.tensor([1.0, float(self.params["clip_weight"])], device=sup.device)
         total = w[0] * sup + w[1] * clip
-        return total, {"mse": float(mse.detach()), "distill": float(distill.detach()), "clip": float(clip.detach()),
-                       "w_sup": float(w[0]), "w_clip": float(w[1])}
+        return total, {
+            "mse": float(mse.detach()),
+            "distill": float(distill.detach()),
+            "clip": float(clip.detach()),
+            "w_sup": float(w[0]),
+            "w_clip": float(w[1]),
+        }
 
 
 __all__ = ["DKANHead"]

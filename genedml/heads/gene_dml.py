@@ -65,10 +65,12 @@ class GeneDMLHead(TorchHead):
         if (scales or use_ig) and len(y) >= 2:
             gene = F.normalize(model.encode_gene(y).float(), dim=-1)  # gene encoder in float32 too
             if scales:
-                emb = {s: F.normalize((out["fused"] if s == "fused" else out["scales"][s]).float(), dim=-1)
-                       for s in scales}
-                l_ins = losses.multi_scale_instance_loss(emb, gene, float(p["tau_ins"]),
-                                                         soft=p["instance_targets"] == "soft")
+                emb = {
+                    s: F.normalize((out["fused"] if s == "fused" else out["scales"][s]).float(), dim=-1) for s in scales
+                }
+                l_ins = losses.multi_scale_instance_loss(
+                    emb, gene, float(p["tau_ins"]), soft=p["instance_targets"] == "soft"
+                )
                 total = total + float(p["w_ins"]) * l_ins
                 parts["instance"] = float(l_ins.detach())
             if use_ig:

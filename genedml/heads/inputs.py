@@ -46,8 +46,11 @@ def batch_views(batch, views: list[str]):
             m = batch.neighbour_mask[..., None].to(batch.neighbour.dtype)
             out.append((batch.neighbour * m).sum(1) / m.sum(1).clamp_min(1.0))
         else:
-            out.append(torch.cat([sec.local.mean(0, keepdim=True).expand(len(rows), -1)
-                                  for sec, rows in section_groups(batch)]))
+            out.append(
+                torch.cat(
+                    [sec.local.mean(0, keepdim=True).expand(len(rows), -1) for sec, rows in section_groups(batch)]
+                )
+            )
     return torch.cat(out, dim=1)
 
 
@@ -63,8 +66,9 @@ def training_views(train: list, views: list[str]):
 
     from genedml.heads.torch_head import make_batch
 
-    return torch.cat([batch_views(make_batch(st, torch.arange(st.n_spots, device=st.local.device)), views)
-                      for st in train])
+    return torch.cat(
+        [batch_views(make_batch(st, torch.arange(st.n_spots, device=st.local.device)), views) for st in train]
+    )
 
 
 def training_locals(train: list):

@@ -20,8 +20,8 @@ import pandas as pd
 
 from genedml.atomic import atomic_path
 from genedml.errors import InputError
-from genedml.tiles.features import load_features
 from genedml.heads import Section, head_class
+from genedml.tiles.features import load_features
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +51,18 @@ def load_fold_model(model_dir):
 
 
 def check_compatible(new_attrs: dict, reference_attrs: dict, sample: str, path) -> None:
-    diffs = [f"{k}: {new_attrs.get(k)!r} here, {reference_attrs.get(k)!r} in training"
-             for k in MATCHING_ATTRS if k in reference_attrs and new_attrs.get(k) != reference_attrs.get(k)]
+    diffs = [
+        f"{k}: {new_attrs.get(k)!r} here, {reference_attrs.get(k)!r} in training"
+        for k in MATCHING_ATTRS
+        if k in reference_attrs and new_attrs.get(k) != reference_attrs.get(k)
+    ]
     if diffs:
         raise InputError("features were not made like the training features (" + "; ".join(diffs) + ")", sample, path)
 
 
-def predict_sample(head_name: str, model_dirs: list, sample: str, features_path, out,
-                   reference_features=None, patient: str = "") -> np.ndarray:
+def predict_sample(
+    head_name: str, model_dirs: list, sample: str, features_path, out, reference_features=None, patient: str = ""
+) -> np.ndarray:
     """Write ``out`` (.h5ad) with the mean prediction over the fold models; return it."""
     import anndata as ad
 
@@ -76,8 +80,9 @@ def predict_sample(head_name: str, model_dirs: list, sample: str, features_path,
             raise InputError("fold models predict different gene lists", sample, model_dir)
         pred = np.asarray(head.predict(section), dtype=np.float32)
         if pred.shape != (feats.n_spots, len(genes)):
-            raise InputError(f"fold model returned shape {pred.shape}, expected {(feats.n_spots, len(genes))}",
-                             sample, model_dir)
+            raise InputError(
+                f"fold model returned shape {pred.shape}, expected {(feats.n_spots, len(genes))}", sample, model_dir
+            )
         if int(facts["fold"]) in folds:
             raise InputError(f"fold {facts['fold']} is given twice", sample, model_dir)
         preds.append(pred)
@@ -86,7 +91,9 @@ def predict_sample(head_name: str, model_dirs: list, sample: str, features_path,
     if not preds:
         raise InputError("no fold models given", sample, None)
     mean = np.mean(preds, axis=0).astype(np.float32)
-    obs = pd.DataFrame({"sample": sample, "patient": patient}, index=pd.Index(feats.barcodes.astype(str), name="barcode"))
+    obs = pd.DataFrame(
+        {"sample": sample, "patient": patient}, index=pd.Index(feats.barcodes.astype(str), name="barcode")
+    )
     result = ad.AnnData(X=mean, obs=obs, var=pd.DataFrame(index=pd.Index(genes, name="gene")))
     result.layers["prediction"] = mean
     for k, p in zip(folds, preds):
@@ -94,12 +101,22 @@ def predict_sample(head_name: str, model_dirs: list, sample: str, features_path,
     result.obsm["spatial"] = np.asarray(feats.spatial, dtype=float)
     result.obsm["array_coords"] = np.asarray(feats.array_coords)
     result.uns["genedml"] = {
-        "head": head_name, "folds": folds, "ensemble": "mean over fold models",
-        "encoder": str(feats.attrs.get("encoder", "")), "weights_sha256": str(feats.attrs.get("weights_sha256", "")),
+        "head": head_name,
+        "folds": folds,
+        "ensemble": "mean over fold models",
+        "encoder": str(feats.attrs.get("encoder", "")),
+        "weights_sha256": str(feats.attrs.get("weights_sha256", "")),
         "features": str(features_path),
     }
     with atomic_path(out) as tmp:
         result.write_h5ad(tmp)
-    log.info("%s: %s predictions for %d spots x %d genes (mean of %d fold models) -> %s",
-             sample, head_name, feats.n_spots, len(genes), len(preds), out)
+    log.info(
+        "%s: %s predictions for %d spots x %d genes (mean of %d fold models) -> %s",
+        sample,
+        head_name,
+        feats.n_spots,
+        len(genes),
+        len(preds),
+        out,
+    )
     return mean

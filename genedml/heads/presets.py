@@ -2,7 +2,7 @@
 
 A head's settings are resolved in layers, later layers winning:
 training defaults < model defaults < ``size`` < ``preset`` < ``variant`` < the head's own config keys.
-Sizes follow METHOD.md §4 (Gene-DML's code, which takes its encoder sizes from TRIPLEX) and TRIPLEX's
+Sizes follow Gene-DML's public code (which takes its encoder sizes from TRIPLEX) and TRIPLEX's
 published configs; ``small`` is this project's CPU default. ``mlp`` sizes are ratios of the width.
 """
 
@@ -16,14 +16,24 @@ GENEDML_MODEL_DEFAULTS = {
     # widths: encoder_dim null = run the neighbour/global encoders at the cached feature width (reference)
     "encoder_dim": None,
     "proj_dim": 512,
-    "neighbour_depth": 4, "neighbour_heads": 4, "neighbour_mlp_ratio": 4.0, "neighbour_dropout": 0.3,
-    "global_depth": 5, "global_heads": 8, "global_mlp_ratio": 4.0, "global_dropout": 0.3, "global_kernel": 3,
-    "fusion_depth": 1, "fusion_heads": 1, "fusion_mlp_ratio": 2.0, "fusion_dropout": 0.1,
-    "fusion_ffn": True,          # the code's extra FFN (no residual) after the fusion layer
+    "neighbour_depth": 4,
+    "neighbour_heads": 4,
+    "neighbour_mlp_ratio": 4.0,
+    "neighbour_dropout": 0.3,
+    "global_depth": 5,
+    "global_heads": 8,
+    "global_mlp_ratio": 4.0,
+    "global_dropout": 0.3,
+    "global_kernel": 3,
+    "fusion_depth": 1,
+    "fusion_heads": 1,
+    "fusion_mlp_ratio": 2.0,
+    "fusion_dropout": 0.1,
+    "fusion_ffn": True,  # the code's extra FFN (no residual) after the fusion layer
     "gene_dropout": 0.3,
     "predictor_dropout": 0.1,
-    "pool": "scales",            # fused representation: mean of the scale means (scales) or of all tokens (tokens)
-    "local_input": "auto",       # auto: cached token maps when the store has them, else CLS | cls | tokens
+    "pool": "scales",  # fused representation: mean of the scale means (scales) or of all tokens (tokens)
+    "local_input": "auto",  # auto: cached token maps when the store has them, else CLS | cls | tokens
     "standardise_inputs": True,  # per-dimension standardisation of cached features (training statistics)
     "use_neighbour": True,
     "use_global": True,
@@ -36,35 +46,90 @@ GENEDML_MODEL_DEFAULTS = {
     "lambda_ig": 0.8,
     "tau_ig": 0.07,
     "k": 18,
-    "grouping": "kmeans",        # kmeans | spectral | none (each instance its own group)
+    "grouping": "kmeans",  # kmeans | spectral | none (each instance its own group)
     "kmeans_iters": 10,
-    "kmeans_init": "first",      # first (reference) | farthest
-    "ig_queries": "projected",   # projected: both sides in the grouping space | raw: the code's mixed spaces
+    "kmeans_init": "first",  # first (reference) | farthest
+    "ig_queries": "projected",  # projected: both sides in the grouping space | raw: the code's mixed spaces
     "normalise_centroids": True,
     "w_pred": 1.0,
-    "batching": "mixed",         # batches drawn across the fold's sections, as the reference
+    "batching": "mixed",  # batches drawn across the fold's sections, as the reference
     "eval_batch_size": 4096,
 }
 
 GENEDML_SIZES = {
     # CPU default: features projected to 128-d, one-layer encoders; a fold of ~750 spots in ~1 min
-    "small": {"encoder_dim": 128, "proj_dim": 128,
-              "neighbour_depth": 1, "neighbour_heads": 4, "neighbour_mlp_ratio": 2.0, "neighbour_dropout": 0.1,
-              "global_depth": 2, "global_heads": 4, "global_mlp_ratio": 2.0, "global_dropout": 0.1,
-              "fusion_depth": 1, "fusion_heads": 1, "fusion_mlp_ratio": 2.0, "fusion_dropout": 0.1,
-              "k": 8, "batch_size": 128, "lr": 5e-4, "epochs": 80, "patience": 15},
-    "her2st": {"encoder_dim": None, "proj_dim": 512,
-               "neighbour_depth": 4, "neighbour_heads": 4, "neighbour_mlp_ratio": 4.0, "neighbour_dropout": 0.3,
-               "global_depth": 5, "global_heads": 8, "global_mlp_ratio": 4.0, "global_dropout": 0.3,
-               "k": 18, "batch_size": 512, "lr": 1e-4, "epochs": 200, "patience": 20},
-    "stnet": {"encoder_dim": None, "proj_dim": 512,
-              "neighbour_depth": 4, "neighbour_heads": 8, "neighbour_mlp_ratio": 4.0, "neighbour_dropout": 0.3,
-              "global_depth": 3, "global_heads": 8, "global_mlp_ratio": 2.0, "global_dropout": 0.1,
-              "k": 90, "batch_size": 512, "lr": 1e-4, "epochs": 200, "patience": 20},
-    "cscc": {"encoder_dim": None, "proj_dim": 512,
-             "neighbour_depth": 4, "neighbour_heads": 16, "neighbour_mlp_ratio": 1.0, "neighbour_dropout": 0.3,
-             "global_depth": 2, "global_heads": 16, "global_mlp_ratio": 1.0, "global_dropout": 0.1,
-             "k": 25, "batch_size": 256, "lr": 1e-4, "epochs": 200, "patience": 20},
+    "small": {
+        "encoder_dim": 128,
+        "proj_dim": 128,
+        "neighbour_depth": 1,
+        "neighbour_heads": 4,
+        "neighbour_mlp_ratio": 2.0,
+        "neighbour_dropout": 0.1,
+        "global_depth": 2,
+        "global_heads": 4,
+        "global_mlp_ratio": 2.0,
+        "global_dropout": 0.1,
+        "fusion_depth": 1,
+        "fusion_heads": 1,
+        "fusion_mlp_ratio": 2.0,
+        "fusion_dropout": 0.1,
+        "k": 8,
+        "batch_size": 128,
+        "lr": 5e-4,
+        "epochs": 80,
+        "patience": 15,
+    },
+    "her2st": {
+        "encoder_dim": None,
+        "proj_dim": 512,
+        "neighbour_depth": 4,
+        "neighbour_heads": 4,
+        "neighbour_mlp_ratio": 4.0,
+        "neighbour_dropout": 0.3,
+        "global_depth": 5,
+        "global_heads": 8,
+        "global_mlp_ratio": 4.0,
+        "global_dropout": 0.3,
+        "k": 18,
+        "batch_size": 512,
+        "lr": 1e-4,
+        "epochs": 200,
+        "patience": 20,
+    },
+    "stnet": {
+        "encoder_dim": None,
+        "proj_dim": 512,
+        "neighbour_depth": 4,
+        "neighbour_heads": 8,
+        "neighbour_mlp_ratio": 4.0,
+        "neighbour_dropout": 0.3,
+        "global_depth": 3,
+        "global_heads": 8,
+        "global_mlp_ratio": 2.0,
+        "global_dropout": 0.1,
+        "k": 90,
+        "batch_size": 512,
+        "lr": 1e-4,
+        "epochs": 200,
+        "patience": 20,
+    },
+    "cscc": {
+        "encoder_dim": None,
+        "proj_dim": 512,
+        "neighbour_depth": 4,
+        "neighbour_heads": 16,
+        "neighbour_mlp_ratio": 1.0,
+        "neighbour_dropout": 0.3,
+        "global_depth": 2,
+        "global_heads": 16,
+        "global_mlp_ratio": 1.0,
+        "global_dropout": 0.1,
+        "k": 25,
+        "batch_size": 256,
+        "lr": 1e-4,
+        "epochs": 200,
+        "patience": 20,
+    },
 }
 GENEDML_SIZES["skinst"] = GENEDML_SIZES["cscc"]
 
@@ -80,12 +145,12 @@ GENEDML_PRESETS = {
 # keep it comes from the preset.
 GENEDML_VARIANTS = {
     "full": {},
-    "plain": {"instance_scales": ["fused"], "lambda_ig": 0.0},                  # plain bimodal
+    "plain": {"instance_scales": ["fused"], "lambda_ig": 0.0},  # plain bimodal
     "multiscale": {"instance_scales": ["local", "neighbour", "global"], "lambda_ig": 0.0},
-    "groups": {"instance_scales": ["fused"]},                                   # + I-G with grouping only
-    "no-global": {"use_global": False},                                        # full without global
-    "no-grouping": {"grouping": "none"},                                       # full without grouping
-    "mse-only": {"instance_scales": [], "lambda_ig": 0.0},                     # no contrastive term at all
+    "groups": {"instance_scales": ["fused"]},  # + I-G with grouping only
+    "no-global": {"use_global": False},  # full without global
+    "no-grouping": {"grouping": "none"},  # full without grouping
+    "mse-only": {"instance_scales": [], "lambda_ig": 0.0},  # no contrastive term at all
 }
 
 # --- TRIPLEX -------------------------------------------------------------------------------------
@@ -93,35 +158,102 @@ TRIPLEX_MODEL_DEFAULTS = {
     "size": "small",
     "encoder_dim": None,
     "fusion": "cross",  # cross: TRIPLEX (global token queries local and neighbour tokens) | self: Gene-DML's
-    "neighbour_depth": 4, "neighbour_heads": 4, "neighbour_mlp_ratio": 4.0, "neighbour_dropout": 0.3,
-    "global_depth": 5, "global_heads": 8, "global_mlp_ratio": 4.0, "global_dropout": 0.3, "global_kernel": 3,
-    "fusion_depth": 1, "fusion_heads": 4, "fusion_mlp_ratio": 4.0, "fusion_dropout": 0.4,
-    "alpha": 0.3,       # weight of the distillation terms
+    "neighbour_depth": 4,
+    "neighbour_heads": 4,
+    "neighbour_mlp_ratio": 4.0,
+    "neighbour_dropout": 0.3,
+    "global_depth": 5,
+    "global_heads": 8,
+    "global_mlp_ratio": 4.0,
+    "global_dropout": 0.3,
+    "global_kernel": 3,
+    "fusion_depth": 1,
+    "fusion_heads": 4,
+    "fusion_mlp_ratio": 4.0,
+    "fusion_dropout": 0.4,
+    "alpha": 0.3,  # weight of the distillation terms
     "local_input": "auto",
     "standardise_inputs": True,
     "batching": "mixed",
     "eval_batch_size": 4096,
-    "step_size": 50, "gamma": 0.9,
+    "step_size": 50,
+    "gamma": 0.9,
 }
 
 TRIPLEX_SIZES = {
-    "small": {"encoder_dim": 128,
-              "neighbour_depth": 1, "neighbour_heads": 4, "neighbour_mlp_ratio": 2.0, "neighbour_dropout": 0.1,
-              "global_depth": 2, "global_heads": 4, "global_mlp_ratio": 2.0, "global_dropout": 0.1,
-              "fusion_depth": 1, "fusion_heads": 4, "fusion_mlp_ratio": 2.0, "fusion_dropout": 0.1,
-              "batch_size": 128, "lr": 5e-4, "epochs": 80, "patience": 15},
-    "her2st": {"neighbour_depth": 4, "neighbour_heads": 4, "neighbour_mlp_ratio": 4.0, "neighbour_dropout": 0.3,
-               "global_depth": 5, "global_heads": 8, "global_mlp_ratio": 4.0, "global_dropout": 0.3,
-               "fusion_depth": 1, "fusion_heads": 4, "fusion_mlp_ratio": 4.0, "fusion_dropout": 0.4,
-               "batch_size": 128, "lr": 1e-4, "epochs": 200, "patience": 20},
-    "stnet": {"neighbour_depth": 4, "neighbour_heads": 8, "neighbour_mlp_ratio": 4.0, "neighbour_dropout": 0.3,
-              "global_depth": 3, "global_heads": 8, "global_mlp_ratio": 2.0, "global_dropout": 0.1,
-              "fusion_depth": 3, "fusion_heads": 16, "fusion_mlp_ratio": 4.0, "fusion_dropout": 0.4,
-              "batch_size": 128, "lr": 1e-4, "epochs": 200, "patience": 20},
-    "cscc": {"neighbour_depth": 4, "neighbour_heads": 16, "neighbour_mlp_ratio": 1.0, "neighbour_dropout": 0.3,
-             "global_depth": 2, "global_heads": 16, "global_mlp_ratio": 1.0, "global_dropout": 0.1,
-             "fusion_depth": 2, "fusion_heads": 8, "fusion_mlp_ratio": 4.0, "fusion_dropout": 0.1,
-             "batch_size": 128, "lr": 1e-4, "epochs": 200, "patience": 20},
+    "small": {
+        "encoder_dim": 128,
+        "neighbour_depth": 1,
+        "neighbour_heads": 4,
+        "neighbour_mlp_ratio": 2.0,
+        "neighbour_dropout": 0.1,
+        "global_depth": 2,
+        "global_heads": 4,
+        "global_mlp_ratio": 2.0,
+        "global_dropout": 0.1,
+        "fusion_depth": 1,
+        "fusion_heads": 4,
+        "fusion_mlp_ratio": 2.0,
+        "fusion_dropout": 0.1,
+        "batch_size": 128,
+        "lr": 5e-4,
+        "epochs": 80,
+        "patience": 15,
+    },
+    "her2st": {
+        "neighbour_depth": 4,
+        "neighbour_heads": 4,
+        "neighbour_mlp_ratio": 4.0,
+        "neighbour_dropout": 0.3,
+        "global_depth": 5,
+        "global_heads": 8,
+        "global_mlp_ratio": 4.0,
+        "global_dropout": 0.3,
+        "fusion_depth": 1,
+        "fusion_heads": 4,
+        "fusion_mlp_ratio": 4.0,
+        "fusion_dropout": 0.4,
+        "batch_size": 128,
+        "lr": 1e-4,
+        "epochs": 200,
+        "patience": 20,
+    },
+    "stnet": {
+        "neighbour_depth": 4,
+        "neighbour_heads": 8,
+        "neighbour_mlp_ratio": 4.0,
+        "neighbour_dropout": 0.3,
+        "global_depth": 3,
+        "global_heads": 8,
+        "global_mlp_ratio": 2.0,
+        "global_dropout": 0.1,
+        "fusion_depth": 3,
+        "fusion_heads": 16,
+        "fusion_mlp_ratio": 4.0,
+        "fusion_dropout": 0.4,
+        "batch_size": 128,
+        "lr": 1e-4,
+        "epochs": 200,
+        "patience": 20,
+    },
+    "cscc": {
+        "neighbour_depth": 4,
+        "neighbour_heads": 16,
+        "neighbour_mlp_ratio": 1.0,
+        "neighbour_dropout": 0.3,
+        "global_depth": 2,
+        "global_heads": 16,
+        "global_mlp_ratio": 1.0,
+        "global_dropout": 0.1,
+        "fusion_depth": 2,
+        "fusion_heads": 8,
+        "fusion_mlp_ratio": 4.0,
+        "fusion_dropout": 0.1,
+        "batch_size": 128,
+        "lr": 1e-4,
+        "epochs": 200,
+        "patience": 20,
+    },
 }
 TRIPLEX_SIZES["skinst"] = TRIPLEX_SIZES["cscc"]
 

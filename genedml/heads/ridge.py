@@ -72,7 +72,7 @@ class RidgeHead(Head):
             pickle.dump({"alpha": self.alpha, "model": self.model, "params": self.params}, fh)
 
     @classmethod
-    def load(cls, directory: Path, params: dict) -> "RidgeHead":
+    def load(cls, directory: Path, params: dict) -> RidgeHead:
         with open(Path(directory) / "model.pkl", "rb") as fh:
             state = pickle.load(fh)
         head = cls(state["params"])

@@ -14,8 +14,14 @@ after the first.
 
 from __future__ import annotations
 
-from genedml.heads.inputs import (batch_views, check_input_norm, check_views, fit_input_norm, set_output_bias,
-                                  training_views)
+from genedml.heads.inputs import (
+    batch_views,
+    check_input_norm,
+    check_views,
+    fit_input_norm,
+    set_output_bias,
+    training_views,
+)
 from genedml.heads.torch_head import Batch, TorchHead
 
 
@@ -32,8 +38,14 @@ class STNetHead(TorchHead):
     """The network (``genedml.networks.stnet_net.STNet``) sees the concatenated feature views of a batch."""
 
     kind = "stnet"
-    defaults = {"hidden": 512, "dropout": 0.1, "features": ["local"], "input_norm": "layer", "epochs": 100,
-                "patience": 15}
+    defaults = {
+        "hidden": 512,
+        "dropout": 0.1,
+        "features": ["local"],
+        "input_norm": "layer",
+        "epochs": 100,
+        "patience": 15,
+    }
 
     def __init__(self, params: dict, seed: int = 0):
         super().__init__(params, seed)
@@ -44,8 +56,13 @@ class STNetHead(TorchHead):
     def build_model(self, dims: dict):
         from genedml.networks.stnet_net import STNet
 
-        return STNet(dims["local_dim"] * len(self.views), dims["n_genes"], self.widths, float(self.params["dropout"]),
-                     self.params["input_norm"])
+        return STNet(
+            dims["local_dim"] * len(self.views),
+            dims["n_genes"],
+            self.widths,
+            float(self.params["dropout"]),
+            self.params["input_norm"],
+        )
 
     def init_model(self, model, train) -> None:
         """Input statistics from the training spots; the output layer starts at their mean expression."""

@@ -54,14 +54,14 @@ class SectionTensors:
     """One section's cached features as tensors (on the training device)."""
 
     sample: str
-    local: "object"  # (N, D) float32
-    neighbour: "object"  # (N, T, D) float32
-    neighbour_mask: "object"  # (N, T) bool
-    targets: "object"  # (N, G) float32 or None
-    local_tokens: "object" = None  # (N, K, D) float16 token maps, when the feature store has them
-    array_coords: "object" = None  # (N, 2) numpy array (row, col) as stored
-    spatial: "object" = None  # (N, 2) numpy pixel centres
-    _coords: "object" = None
+    local: object  # (N, D) float32
+    neighbour: object  # (N, T, D) float32
+    neighbour_mask: object  # (N, T) bool
+    targets: object  # (N, G) float32 or None
+    local_tokens: object = None  # (N, K, D) float16 token maps, when the feature store has them
+    array_coords: object = None  # (N, 2) numpy array (row, col) as stored
+    spatial: object = None  # (N, 2) numpy pixel centres
+    _coords: object = None
 
     @property
     def n_spots(self) -> int:
@@ -76,21 +76,22 @@ class SectionTensors:
 
             from genedml.networks.context import grid_positions
 
-            self._coords = torch.as_tensor(grid_positions(self.array_coords, self.spatial, self.sample),
-                                           dtype=torch.long, device=self.local.device)
+            self._coords = torch.as_tensor(
+                grid_positions(self.array_coords, self.spatial, self.sample), dtype=torch.long, device=self.local.device
+            )
         return self._coords
 
 
 @dataclass
 class Batch:
-    section: "SectionTensors | None"  # the batch's section (None for a mixed batch)
-    index: "object"  # (B,) long rows of ``section`` (None for a mixed batch)
-    local: "object"
-    neighbour: "object"
-    neighbour_mask: "object"
-    targets: "object"  # (B, G) or None
+    section: SectionTensors | None  # the batch's section (None for a mixed batch)
+    index: object  # (B,) long rows of ``section`` (None for a mixed batch)
+    local: object
+    neighbour: object
+    neighbour_mask: object
+    targets: object  # (B, G) or None
     groups: list = field(default_factory=list)  # [(SectionTensors, rows)] in the order of the batch's rows
-    local_tokens: "object" = None
+    local_tokens: object = None
 
     @property
     def size(self) -> int:
@@ -115,9 +116,16 @@ def section_tensors(section: Section, device) -> SectionTensors:
 
 
 def make_batch(st: SectionTensors, index) -> Batch:
-    return Batch(st, index, st.local[index], st.neighbour[index], st.neighbour_mask[index],
-                 None if st.targets is None else st.targets[index], [(st, index)],
-                 None if st.local_tokens is None else st.local_tokens[index].float())
+    return Batch(
+        st,
+        index,
+        st.local[index],
+        st.neighbour[index],
+        st.neighbour_mask[index],
+        None if st.targets is None else st.targets[index],
+        [(st, index)],
+        None if st.local_tokens is None else st.local_tokens[index].float(),
+    )
 
 
 def make_mixed_batch(parts: list) -> Batch:
@@ -134,8 +142,16 @@ def make_mixed_batch(parts: list) -> Batch:
         return torch.cat([v[i] for v, (_, i) in zip(values, parts)])
 
     tokens = cat("local_tokens")
-    return Batch(None, None, cat("local"), cat("neighbour"), cat("neighbour_mask"), cat("targets"), list(parts),
-                 None if tokens is None else tokens.float())
+    return Batch(
+        None,
+        None,
+        cat("local"),
+        cat("neighbour"),
+        cat("neighbour_mask"),
+        cat("targets"),
+        list(parts),
+        None if tokens is None else tokens.float(),
+    )
 
 
 def seed_everything(seed: int) -> None:
@@ -166,7 +182,7 @@ class TorchHead(Head):
         """Return an ``nn.Module``; ``dims`` has local_dim, neighbour_tiles, n_genes."""
         raise NotImplementedError
 
-    def loss(self, model, batch: Batch, epoch: int) -> tuple["object", dict]:
+    def loss(self, model, batch: Batch, epoch: int) -> tuple[object, dict]:
         """Training loss of one batch and its named parts (floats) for the history."""
         raise NotImplementedError
 
@@ -192,8 +208,9 @@ class TorchHead(Head):
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _batches(self, sections: list[SectionTensors], rng: np.random.Generator, shuffle: bool, size: int,
-                 mixed: bool = False):
+    def _batches(
+        self, sections: list[SectionTensors], rng: np.random.Generator, shuffle: bool, size: int, mixed: bool = False
+    ):
         import torch
 
         if mixed and shuffle and len(sections) > 1:
@@ -259,9 +276,12 @@ class TorchHead(Head):
             sel = []
         else:
             raise ValueError(f"unknown selection {selection!r}: val | test_fold | last")
-        self.dims = {"local_dim": int(tr[0].local.shape[1]), "neighbour_tiles": int(tr[0].neighbour.shape[1]),
-                     "n_genes": int(tr[0].targets.shape[1]),
-                     "local_tokens": 1 if tr[0].local_tokens is None else int(tr[0].local_tokens.shape[1])}
+        self.dims = {
+            "local_dim": int(tr[0].local.shape[1]),
+            "neighbour_tiles": int(tr[0].neighbour.shape[1]),
+            "n_genes": int(tr[0].targets.shape[1]),
+            "local_tokens": 1 if tr[0].local_tokens is None else int(tr[0].local_tokens.shape[1]),
+        }
         batching = p.get("batching", "section")
         if batching not in ("section", "mixed"):
             raise ValueError(f"unknown batching {batching!r}: section | mixed")
@@ -270,8 +290,15 @@ class TorchHead(Head):
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         n_params = sum(int(t.numel()) for t in self.model.parameters() if t.requires_grad)
-        log.info("%s: %d trainable parameters, %d training spots in %d sections, batching %s, device %s",
-                 self.kind, n_params, sum(st.n_spots for st in tr), len(tr), batching, device)
+        log.info(
+            "%s: %d trainable parameters, %d training spots in %d sections, batching %s, device %s",
+            self.kind,
+            n_params,
+            sum(st.n_spots for st in tr),
+            len(tr),
+            batching,
+            device,
+        )
         opt = torch.optim.Adam(self.model.parameters(), lr=float(p["lr"]), weight_decay=float(p["weight_decay"]))
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=int(p["step_size"]), gamma=float(p["gamma"]))
         rng = np.random.default_rng(self.seed)
@@ -295,9 +322,14 @@ class TorchHead(Head):
             sched.step()
             train_s = time.perf_counter() - t0
             score = self._score(sel) if sel else float("nan")
-            row = {"epoch": epoch, **{k: v / max(n_batches, 1) for k, v in sums.items()},
-                   "selection_pcc": score, "lr": opt.param_groups[0]["lr"], "train_s": round(train_s, 3),
-                   "s_per_epoch_per_1k_spots": round(train_s / max(n_spots, 1) * 1000, 4)}
+            row = {
+                "epoch": epoch,
+                **{k: v / max(n_batches, 1) for k, v in sums.items()},
+                "selection_pcc": score,
+                "lr": opt.param_groups[0]["lr"],
+                "train_s": round(train_s, 3),
+                "s_per_epoch_per_1k_spots": round(train_s / max(n_spots, 1) * 1000, 4),
+            }
             self.history.append(row)
             improved = sel and np.isfinite(score) and score > best
             if improved or not sel:
@@ -306,18 +338,35 @@ class TorchHead(Head):
             else:
                 waited += 1
             if epoch % max(1, int(p["log_every"])) == 0:
-                log.info("epoch %d: loss %.4f, %s PCC %.4f (best %.4f @ %d), %.1f s",
-                         epoch, row.get("loss", float("nan")), selection, score, best, best_epoch, train_s)
+                log.info(
+                    "epoch %d: loss %.4f, %s PCC %.4f (best %.4f @ %d), %.1f s",
+                    epoch,
+                    row.get("loss", float("nan")),
+                    selection,
+                    score,
+                    best,
+                    best_epoch,
+                    train_s,
+                )
             if sel and waited >= int(p["patience"]):
                 log.info("early stop at epoch %d (no improvement for %d epochs)", epoch, waited)
                 break
         if best_state is not None:
             self.model.load_state_dict(best_state)
         total = time.perf_counter() - t_start
-        return {"best_epoch": best_epoch, "best_selection_pcc": best, "epochs_run": len(self.history),
-                "selection": selection, "train_spots": n_spots, "fit_s": round(total, 2), "n_params": n_params,
-                "s_per_epoch_per_1k_spots": round(np.mean([h["train_s"] for h in self.history]) / max(n_spots, 1) * 1000, 4),
-                "peak_gpu_mem_mb": _peak_gpu_mb(device)}
+        return {
+            "best_epoch": best_epoch,
+            "best_selection_pcc": best,
+            "epochs_run": len(self.history),
+            "selection": selection,
+            "train_spots": n_spots,
+            "fit_s": round(total, 2),
+            "n_params": n_params,
+            "s_per_epoch_per_1k_spots": round(
+                np.mean([h["train_s"] for h in self.history]) / max(n_spots, 1) * 1000, 4
+            ),
+            "peak_gpu_mem_mb": _peak_gpu_mb(device),
+        }
 
     def predict(self, section: Section) -> np.ndarray:
         return self._predict_tensors(section_tensors(section, self.device())).astype(np.float32)
@@ -327,13 +376,21 @@ class TorchHead(Head):
         import torch
 
         directory = Path(directory)
-        torch.save({"state_dict": self.model.state_dict(), "dims": self.dims, "params": self.params,
-                    "seed": self.seed, "kind": self.kind}, directory / "model.pt")
+        torch.save(
+            {
+                "state_dict": self.model.state_dict(),
+                "dims": self.dims,
+                "params": self.params,
+                "seed": self.seed,
+                "kind": self.kind,
+            },
+            directory / "model.pt",
+        )
         pd.DataFrame(self.history).to_csv(directory / "history.csv", index=False)
         (directory / "params.json").write_text(json.dumps(self.params, indent=2, sort_keys=True, default=str))
 
     @classmethod
-    def load(cls, directory: Path, params: dict | None = None) -> "TorchHead":
+    def load(cls, directory: Path, params: dict | None = None) -> TorchHead:
         import torch
 
         state = torch.load(Path(directory) / "model.pt", map_location="cpu", weights_only=False)

@@ -16,9 +16,9 @@ import pandas as pd
 
 from genedml.atomic import atomic_path, write_json
 from genedml.errors import InputError
-from genedml.tiles.features import load_features
-from genedml.study.folds import read_folds
 from genedml.heads import Section, head_class
+from genedml.study.folds import read_folds
+from genedml.tiles.features import load_features
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,10 @@ def load_section(sample: str, patient: str, features_path, targets_path=None) ->
         missing = tgt.obs_names[pos < 0][:3].tolist()
         raise InputError(
             f"{int((pos < 0).sum())} spots with targets have no features (e.g. {missing}); "
-            "were features and targets made from different files?", sample, features_path)
+            "were features and targets made from different files?",
+            sample,
+            features_path,
+        )
     feats = feats.subset(pos)
     return Section(sample, patient, feats, np.asarray(tgt.X, dtype=np.float32), tgt.var_names.tolist())
 
@@ -45,10 +48,14 @@ def load_section(sample: str, patient: str, features_path, targets_path=None) ->
 def predictions_anndata(section: Section, prediction: np.ndarray, fold: int, head: str):
     import anndata as ad
 
-    obs = pd.DataFrame({"sample": section.sample, "patient": section.patient, "fold": fold},
-                       index=pd.Index([f"{section.sample}:{b}" for b in section.features.barcodes], name="spot"))
+    obs = pd.DataFrame(
+        {"sample": section.sample, "patient": section.patient, "fold": fold},
+        index=pd.Index([f"{section.sample}:{b}" for b in section.features.barcodes], name="spot"),
+    )
     obs["barcode"] = section.features.barcodes
-    out = ad.AnnData(X=prediction.astype(np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(section.genes, name="gene")))
+    out = ad.AnnData(
+        X=prediction.astype(np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(section.genes, name="gene"))
+    )
     if section.targets is not None:
         out.layers["truth"] = section.targets.astype(np.float32)
     out.layers["prediction"] = prediction.astype(np.float32)
@@ -58,8 +65,7 @@ def predictions_anndata(section: Section, prediction: np.ndarray, fold: int, hea
     return out
 
 
-def train_fold(head_name: str, head_cfg: dict, folds_path, fold: int, features: dict, targets: dict,
-               out_dir) -> dict:
+def train_fold(head_name: str, head_cfg: dict, folds_path, fold: int, features: dict, targets: dict, out_dir) -> dict:
     """``features`` / ``targets``: sample -> path. Writes into ``out_dir`` atomically (as one folder)."""
     import anndata as ad
 
@@ -77,10 +83,19 @@ def train_fold(head_name: str, head_cfg: dict, folds_path, fold: int, features: 
     genes = train[0].genes
     for s in train + val + test:
         if s.genes != genes:
-            raise InputError("targets have a different gene list than the training sections", s.sample, targets[s.sample])
+            raise InputError(
+                "targets have a different gene list than the training sections", s.sample, targets[s.sample]
+            )
     t_load = time.perf_counter() - t0
-    log.info("fold %d: %d train / %d val / %d test sections, %d genes (loaded in %.1f s)",
-             fold, len(train), len(val), len(test), len(genes), t_load)
+    log.info(
+        "fold %d: %d train / %d val / %d test sections, %d genes (loaded in %.1f s)",
+        fold,
+        len(train),
+        len(val),
+        len(test),
+        len(genes),
+        t_load,
+    )
     cls = head_class(head_cfg.get("type", head_name))
     settings = cls.settings(head_cfg)
     seed = int(settings["seed"])
@@ -95,12 +110,26 @@ def train_fold(head_name: str, head_cfg: dict, folds_path, fold: int, features: 
         tmp.mkdir(parents=True)
         head.save(tmp)
         ad.concat(preds, merge="same", uns_merge="same").write_h5ad(tmp / "predictions.h5ad")
-        write_json(tmp / "fold.json", {
-            "head": head_name, "type": cls.kind, "fold": int(fold), "seed": seed,
-            "train": [s.sample for s in train], "val": [s.sample for s in val], "test": [s.sample for s in test],
-            "selection": "TEST fold (reference protocol, optimistic)" if leaky
-            else "inner validation split of training patients" if val else "none (no validation sections)",
-            "fit": facts, "load_s": round(t_load, 3), "fit_s": round(t_fit, 3), "genes": len(genes),
-        })
+        write_json(
+            tmp / "fold.json",
+            {
+                "head": head_name,
+                "type": cls.kind,
+                "fold": int(fold),
+                "seed": seed,
+                "train": [s.sample for s in train],
+                "val": [s.sample for s in val],
+                "test": [s.sample for s in test],
+                "selection": "TEST fold (reference protocol, optimistic)"
+                if leaky
+                else "inner validation split of training patients"
+                if val
+                else "none (no validation sections)",
+                "fit": facts,
+                "load_s": round(t_load, 3),
+                "fit_s": round(t_fit, 3),
+                "genes": len(genes),
+            },
+        )
     log.info("fold %d: fitted %s in %.1f s", fold, head_name, t_fit)
     return facts

@@ -42,6 +42,7 @@ class TriplexHead(TorchHead):
 
         out = model.outputs(batch)
         fused = out.pop("fused").float()
-        total, parts = self_distillation_loss(fused, {k: v.float() for k, v in out.items()}, batch.targets,
-                                              float(self.params["alpha"]))
+        total, parts = self_distillation_loss(
+            fused, {k: v.float() for k, v in out.items()}, batch.targets, float(self.params["alpha"])
+        )
         return total, {k: float(v.detach()) for k, v in parts.items()}

@@ -10,7 +10,7 @@ facts and the folder.
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -24,9 +24,15 @@ log = logging.getLogger(__name__)
 DATASETS = tuple(d for d in schema.choices("dataset") if d)  # the config's `dataset` values
 # names the papers, HEST and the reference code use for the same datasets
 ALIASES = {
-    "her2st": "her2st", "andersson": "her2st",
-    "stnet": "stnet", "bryan": "stnet",
-    "cscc": "cscc", "skin": "cscc", "skinst": "cscc", "skin(skinst)": "cscc", "andrew": "cscc",
+    "her2st": "her2st",
+    "andersson": "her2st",
+    "stnet": "stnet",
+    "bryan": "stnet",
+    "cscc": "cscc",
+    "skin": "cscc",
+    "skinst": "cscc",
+    "skin(skinst)": "cscc",
+    "andrew": "cscc",
 }
 GENE_LIST_PREFIX = "genedml:"
 
@@ -43,7 +49,7 @@ def canonical(name: str) -> str:
     return ALIASES[key]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _sections() -> pd.DataFrame:
     return pd.read_csv(data_path("sections.tsv"), sep="\t", comment="#", dtype=str)
 
@@ -82,8 +88,12 @@ def reference_folds(dataset: str, reference_set: str, patients: list[str] | None
         if members:
             rows.append({"fold": len(rows), "test_patients": ",".join(members), "reference_fold": int(r.fold)})
     if dropped:
-        log.warning("reference folds (%s, %s): patients %s are not in the sample sheet and are left out",
-                    name, reference_set, ", ".join(sorted(dropped)))
+        log.warning(
+            "reference folds (%s, %s): patients %s are not in the sample sheet and are left out",
+            name,
+            reference_set,
+            ", ".join(sorted(dropped)),
+        )
     if not rows:
         raise InputError(f"none of the reference folds of {name} ({reference_set}) has a patient in the sample sheet")
     return pd.DataFrame(rows)
@@ -99,7 +109,7 @@ def gene_list_path(value: str) -> Path:
     value = str(value)
     if not value.startswith(GENE_LIST_PREFIX):
         return Path(value)
-    key = value[len(GENE_LIST_PREFIX):]
+    key = value[len(GENE_LIST_PREFIX) :]
     published = key.endswith("_published")
     key = key[: -len("_published")] if published else key
     dataset, _, n = key.rpartition("_")

@@ -28,9 +28,36 @@ log = logging.getLogger(__name__)
 
 # Marker-like symbols for the first genes so reports show familiar names; the rest are synthetic.
 MARKER_GENES = [
-    "ERBB2", "FASN", "GNAS", "KRT19", "KRT8", "EPCAM", "CD24", "MUC1", "ESR1", "GRB7",
-    "COL1A1", "COL1A2", "COL3A1", "FN1", "SPARC", "DCN", "LUM", "POSTN", "VIM", "ACTA2",
-    "PTPRC", "CD74", "HLA-DRA", "CD52", "IGKC", "IGHG3", "CXCL13", "LYZ", "CD3E", "MS4A1",
+    "ERBB2",
+    "FASN",
+    "GNAS",
+    "KRT19",
+    "KRT8",
+    "EPCAM",
+    "CD24",
+    "MUC1",
+    "ESR1",
+    "GRB7",
+    "COL1A1",
+    "COL1A2",
+    "COL3A1",
+    "FN1",
+    "SPARC",
+    "DCN",
+    "LUM",
+    "POSTN",
+    "VIM",
+    "ACTA2",
+    "PTPRC",
+    "CD74",
+    "HLA-DRA",
+    "CD52",
+    "IGKC",
+    "IGHG3",
+    "CXCL13",
+    "LYZ",
+    "CD3E",
+    "MS4A1",
 ]
 COMPARTMENTS = ("tumour", "stroma", "immune")
 N_FACTORS = 4  # tumour, stroma, immune fractions and nuclear density
@@ -227,9 +254,7 @@ def make_section(sample: str, patient: str, out_dir: str | Path, spec: DemoSpec 
     )
     for c, name in enumerate(COMPARTMENTS):
         obs[f"demo_fraction_{name}"] = factors[:, c]
-    adata = ad.AnnData(
-        X=counts, obs=obs, var=pd.DataFrame(index=pd.Index(gene_names(n_genes), name="gene"))
-    )
+    adata = ad.AnnData(X=counts, obs=obs, var=pd.DataFrame(index=pd.Index(gene_names(n_genes), name="gene")))
     adata.obsm["spatial"] = np.stack([px, py], 1)
     adata.uns["genedml_demo"] = {"seed": int(seed), "patient": patient}
 

@@ -22,15 +22,19 @@ class SamplePaths:
     metadata: Path
 
     @classmethod
-    def layout(cls, hest_dir: str | os.PathLike, sample: str, slide_suffix: str = ".tif") -> "SamplePaths":
+    def layout(cls, hest_dir: str | os.PathLike, sample: str, slide_suffix: str = ".tif") -> SamplePaths:
         """Where HEST-1k keeps a sample (the one place this layout is spelled out); ``sample`` may be a
         pattern such as ``{sample}`` for a Snakemake rule."""
         root = Path(hest_dir)
-        return cls(sample, root / "wsis" / f"{sample}{slide_suffix}", root / "st" / f"{sample}.h5ad",
-                   root / "metadata" / f"{sample}.json")
+        return cls(
+            sample,
+            root / "wsis" / f"{sample}{slide_suffix}",
+            root / "st" / f"{sample}.h5ad",
+            root / "metadata" / f"{sample}.json",
+        )
 
     @classmethod
-    def in_hest_dir(cls, hest_dir: str | os.PathLike, sample: str) -> "SamplePaths":
+    def in_hest_dir(cls, hest_dir: str | os.PathLike, sample: str) -> SamplePaths:
         """The sample's files in a HEST-1k folder; the slide may have any suffix OpenSlide reads."""
         paths = cls.layout(hest_dir, sample)
         if not paths.slide.exists():
@@ -108,9 +112,7 @@ def load_st(path: str | os.PathLike, sample: str, require_counts: bool = True):
         raise InputError("no spots", sample, path)
     dup = adata.obs_names[adata.obs_names.duplicated()]
     if len(dup):
-        raise InputError(
-            f"{len(dup)} duplicate barcodes, e.g. {', '.join(map(str, dup[:3].tolist()))}", sample, path
-        )
+        raise InputError(f"{len(dup)} duplicate barcodes, e.g. {', '.join(map(str, dup[:3].tolist()))}", sample, path)
     dupg = adata.var_names[adata.var_names.duplicated()]
     if len(dupg):
         adata.var_names_make_unique()

@@ -1,6 +1,6 @@
 """Convert a section of the legacy "ST" layout (the HER2ST repository, used by TRIPLEX and Gene-DML) to HEST-1k.
 
-Input (METHOD.md §1.2):
+Input (the legacy ST release of the HER2ST / cSCC data, docs/data.md):
 - ``ST-cnts/{section}.tsv.gz``: spots x genes raw counts, first column the spot id ``"{x}x{y}"`` (array
   coordinates), header row the gene symbols (first field empty);
 - ``ST-spotfiles/{section}_selection.tsv``: ``x, y, [new_x, new_y,] pixel_x, pixel_y, [selected]``, spot centres
@@ -40,7 +40,13 @@ log = logging.getLogger(__name__)
 # (µm per array-column step, µm per array-row step, spot diameter µm, centre-to-centre pitch µm)
 TECHNOLOGIES = {
     "st": {"name": "Spatial Transcriptomics", "col_um": 200.0, "row_um": 200.0, "spot_diameter": 100.0, "pitch": 200.0},
-    "visium": {"name": "Visium", "col_um": 50.0, "row_um": 100.0 * np.sqrt(3) / 2, "spot_diameter": 55.0, "pitch": 100.0},
+    "visium": {
+        "name": "Visium",
+        "col_um": 50.0,
+        "row_um": 100.0 * np.sqrt(3) / 2,
+        "spot_diameter": 55.0,
+        "pitch": 100.0,
+    },
 }
 PLAUSIBLE_MPP = (0.05, 50.0)
 
@@ -53,7 +59,7 @@ class LegacyFiles:
     image: Path
 
     @classmethod
-    def find(cls, root: str | os.PathLike, section: str) -> "LegacyFiles":
+    def find(cls, root: str | os.PathLike, section: str) -> LegacyFiles:
         """The three files of a section under a legacy-ST folder; errors name what is missing."""
         root = Path(root)
         counts = root / "ST-cnts" / f"{section}.tsv.gz"
@@ -65,8 +71,12 @@ class LegacyFiles:
         if not images:
             raise InputError("no H&E image (ST-imgs/<patient>/<section>/*.jpg) found", section, root / "ST-imgs")
         if len(images) > 1:
-            raise InputError(f"{len(images)} images for one section ({', '.join(p.name for p in images)}); "
-                             "pass the image explicitly", section, images[0].parent)
+            raise InputError(
+                f"{len(images)} images for one section ({', '.join(p.name for p in images)}); "
+                "pass the image explicitly",
+                section,
+                images[0].parent,
+            )
         return cls(section, counts, spots, images[0])
 
 
@@ -97,8 +107,11 @@ def read_counts(path: str | os.PathLike, sample: str):
         raise InputError(f"counts table has non-numeric values ({exc})", sample, path) from exc
     if np.isnan(values).any():
         rows = frame.index[np.isnan(values).any(1)][:3].tolist()
-        raise InputError(f"counts table has empty or NaN values (spots {', '.join(map(str, rows))}); raw counts expected",
-                         sample, path)
+        raise InputError(
+            f"counts table has empty or NaN values (spots {', '.join(map(str, rows))}); raw counts expected",
+            sample,
+            path,
+        )
     check_raw_counts(values, sample, path)
     barcodes = pd.Index(frame.index.astype(str).str.strip(), name="barcode")
     dup = barcodes[barcodes.duplicated()].unique()
@@ -107,8 +120,12 @@ def read_counts(path: str | os.PathLike, sample: str):
     genes = pd.Index(genes)
     dup_genes = genes[genes.duplicated()].unique().tolist()
     if dup_genes:
-        log.warning("%s: gene symbols repeated in %s: %s; made unique with suffixes -1, -2, ...",
-                    sample, path, ", ".join(dup_genes[:10]))
+        log.warning(
+            "%s: gene symbols repeated in %s: %s; made unique with suffixes -1, -2, ...",
+            sample,
+            path,
+            ", ".join(dup_genes[:10]),
+        )
     return barcodes, genes, sp.csr_matrix(values.astype(np.int32))
 
 
@@ -209,9 +226,16 @@ def _outputs(out_dir: Path, sample: str) -> dict[str, Path]:
     return {"slide": paths.slide, "st": paths.st, "metadata": paths.metadata}
 
 
-def import_section(files: LegacyFiles, out_dir: str | os.PathLike, spec: ImportSpec, sample: str | None = None,
-                   patient: str | None = None, dataset: str | None = None, mpp: float | None = None,
-                   overwrite: bool = False) -> dict:
+def import_section(
+    files: LegacyFiles,
+    out_dir: str | os.PathLike,
+    spec: ImportSpec,
+    sample: str | None = None,
+    patient: str | None = None,
+    dataset: str | None = None,
+    mpp: float | None = None,
+    overwrite: bool = False,
+) -> dict:
     """Convert one legacy-ST section into ``out_dir`` in the HEST-1k layout; returns the metadata written.
 
     Everything is read and checked before anything is written; the three outputs are written under
@@ -236,14 +260,27 @@ def import_section(files: LegacyFiles, out_dir: str | os.PathLike, spec: ImportS
     only_counts = barcodes[~barcodes.isin(spots.index)]
     only_spots = spots.index[~spots.index.isin(barcodes)]
     if only_counts.size:
-        log.warning("%s: %d spots have counts but no position in %s (dropped), e.g. %s", sample, only_counts.size,
-                    files.spots, ", ".join(only_counts[:3]))
+        log.warning(
+            "%s: %d spots have counts but no position in %s (dropped), e.g. %s",
+            sample,
+            only_counts.size,
+            files.spots,
+            ", ".join(only_counts[:3]),
+        )
     if only_spots.size:
-        log.info("%s: %d selected spots of the spot file have no counts (dropped), e.g. %s", sample, only_spots.size,
-                 ", ".join(only_spots[:3]))
+        log.info(
+            "%s: %d selected spots of the spot file have no counts (dropped), e.g. %s",
+            sample,
+            only_spots.size,
+            ", ".join(only_spots[:3]),
+        )
     if common.empty:
-        raise InputError(f"no spot id of the counts table ({', '.join(barcodes[:3])}, ...) is in the spot file "
-                         f"({', '.join(spots.index[:3])}, ...)", sample, files.spots)
+        raise InputError(
+            f"no spot id of the counts table ({', '.join(barcodes[:3])}, ...) is in the spot file "
+            f"({', '.join(spots.index[:3])}, ...)",
+            sample,
+            files.spots,
+        )
     counts = counts[barcodes.get_indexer(common)]
     spots = spots.loc[common]
     pixel = spots[["pixel_x", "pixel_y"]].to_numpy(float)
@@ -255,48 +292,84 @@ def import_section(files: LegacyFiles, out_dir: str | os.PathLike, spec: ImportS
     if outside.any():
         idx = np.flatnonzero(outside)[:3]
         ex = ", ".join(f"{common[i]} at ({pixel[i, 0]:.0f}, {pixel[i, 1]:.0f})" for i in idx)
-        raise InputError(f"{int(outside.sum())} spot centres lie outside the {width} x {height} px image {files.image}, "
-                         f"e.g. {ex}", sample, files.spots)
+        raise InputError(
+            f"{int(outside.sum())} spot centres lie outside the {width} x {height} px image {files.image}, e.g. {ex}",
+            sample,
+            files.spots,
+        )
 
     fit = None
     try:
         fit = estimate_mpp(spots[["x", "y"]].to_numpy(float), pixel, technology)
     except ValueError as exc:
         if mpp is None:
-            raise InputError(f"no pixel size: none configured (data.mpp / --mpp) and it cannot be estimated from "
-                             f"the spot pitch ({exc})", sample, files.spots) from exc
+            raise InputError(
+                f"no pixel size: none configured (data.mpp / --mpp) and it cannot be estimated from "
+                f"the spot pitch ({exc})",
+                sample,
+                files.spots,
+            ) from exc
     if mpp is None:
         mpp_value, source = fit["mpp"], f"estimated from the {fit['pitch_um']:.0f} µm spot pitch"
         lo, hi = PLAUSIBLE_MPP
         if not lo <= mpp_value <= hi:
-            raise InputError(f"no usable pixel size: the spot pitch gives {mpp_value:.4g} µm/px, outside {lo}-{hi}; "
-                             "are the array coordinates and technology right? set data.mpp", sample, files.spots)
-        log.info("%s: pixel size %.4f µm/px estimated from the %.0f µm spot pitch over %d spots "
-                 "(columns %.4f, rows %.4f, fit residual %.1f px rms)", sample, mpp_value, fit["pitch_um"],
-                 fit["n_spots"], fit["mpp_columns"], fit["mpp_rows"], fit["residual_px_rms"])
+            raise InputError(
+                f"no usable pixel size: the spot pitch gives {mpp_value:.4g} µm/px, outside {lo}-{hi}; "
+                "are the array coordinates and technology right? set data.mpp",
+                sample,
+                files.spots,
+            )
+        log.info(
+            "%s: pixel size %.4f µm/px estimated from the %.0f µm spot pitch over %d spots "
+            "(columns %.4f, rows %.4f, fit residual %.1f px rms)",
+            sample,
+            mpp_value,
+            fit["pitch_um"],
+            fit["n_spots"],
+            fit["mpp_columns"],
+            fit["mpp_rows"],
+            fit["residual_px_rms"],
+        )
         if abs(fit["mpp_columns"] - fit["mpp_rows"]) > 0.1 * mpp_value:
-            log.warning("%s: the two grid axes disagree by more than 10%% (%.4f vs %.4f µm/px): wrong technology, or "
-                        "an anisotropic image? set data.mpp to override", sample, fit["mpp_columns"], fit["mpp_rows"])
+            log.warning(
+                "%s: the two grid axes disagree by more than 10%% (%.4f vs %.4f µm/px): wrong technology, or "
+                "an anisotropic image? set data.mpp to override",
+                sample,
+                fit["mpp_columns"],
+                fit["mpp_rows"],
+            )
     else:
         mpp_value, source = float(mpp), "configured"
         if not mpp_value > 0:
             raise InputError(f"configured pixel size must be positive, got {mpp}", sample)
         if fit:
-            log.info("%s: pixel size %.4f µm/px from the configuration (the spot pitch would give %.4f)",
-                     sample, mpp_value, fit["mpp"])
+            log.info(
+                "%s: pixel size %.4f µm/px from the configuration (the spot pitch would give %.4f)",
+                sample,
+                mpp_value,
+                fit["mpp"],
+            )
     hest = _hest_facts(dataset, files.section)
     if hest is not None and not pd.isna(hest.get("hest_pixel_size_um")):
-        log.info("%s: HEST-1k's estimate for section %s (%s) is %s µm/px", sample, files.section,
-                 hest["hest_id"], hest["hest_pixel_size_um"])
+        log.info(
+            "%s: HEST-1k's estimate for section %s (%s) is %s µm/px",
+            sample,
+            files.section,
+            hest["hest_id"],
+            hest["hest_pixel_size_um"],
+        )
 
     tech = TECHNOLOGIES[technology]
-    obs = pd.DataFrame({
-        "in_tissue": 1,
-        "array_row": spots["y"].to_numpy(np.int32),
-        "array_col": spots["x"].to_numpy(np.int32),
-        "pxl_col_in_fullres": pixel[:, 0],
-        "pxl_row_in_fullres": pixel[:, 1],
-    }, index=pd.Index(common.astype(str), name=None))
+    obs = pd.DataFrame(
+        {
+            "in_tissue": 1,
+            "array_row": spots["y"].to_numpy(np.int32),
+            "array_col": spots["x"].to_numpy(np.int32),
+            "pxl_col_in_fullres": pixel[:, 0],
+            "pxl_row_in_fullres": pixel[:, 1],
+        },
+        index=pd.Index(common.astype(str), name=None),
+    )
     var_names = ad.utils.make_index_unique(pd.Index(genes.astype(str)), join="-")  # repeats were reported
     adata = ad.AnnData(X=counts, obs=obs, var=pd.DataFrame(index=var_names))
     adata.obsm["spatial"] = pixel

@@ -28,17 +28,23 @@ def read_sample_sheet(path: str | Path) -> pd.DataFrame:
     sheet = pd.read_csv(path, sep="\t", dtype=str, comment="#").fillna("")
     missing = [c for c in REQUIRED_COLUMNS if c not in sheet.columns]
     if missing:
-        raise InputError(f"sample sheet lacks column(s) {', '.join(missing)} (needs sample, patient, dataset)", None, path)
+        raise InputError(
+            f"sample sheet lacks column(s) {', '.join(missing)} (needs sample, patient, dataset)", None, path
+        )
     dup = sheet["sample"][sheet["sample"].duplicated()].tolist()
     if dup:
         raise InputError(f"sample sheet lists samples twice: {', '.join(dup)}", None, path)
     empty = sheet.index[(sheet["sample"] == "") | (sheet["patient"] == "")].tolist()
     if empty:
-        raise InputError(f"sample sheet rows {', '.join(str(i + 2) for i in empty)} have no sample or patient", None, path)
+        raise InputError(
+            f"sample sheet rows {', '.join(str(i + 2) for i in empty)} have no sample or patient", None, path
+        )
     return sheet
 
 
-def registry_sheet(dataset: str, wanted: list[str] | None, naming: str, available: set[str] | None = None) -> pd.DataFrame:
+def registry_sheet(
+    dataset: str, wanted: list[str] | None, naming: str, available: set[str] | None = None
+) -> pd.DataFrame:
     """Sample sheet (sample, patient, dataset, section, hest_id) for sections of a dataset.
 
     ``wanted``: HEST ids or section names (None = every section). ``naming``: what the sample is called in the
@@ -61,13 +67,15 @@ def registry_sheet(dataset: str, wanted: list[str] | None, naming: str, availabl
         chosen = pd.DataFrame(rows)
     else:
         chosen = table.sort_values(["patient", "section"], kind="mergesort")
-    sheet = pd.DataFrame({
-        "sample": chosen[naming].to_numpy(),
-        "patient": chosen["patient"].to_numpy(),
-        "dataset": name,
-        "section": chosen["section"].to_numpy(),
-        "hest_id": chosen["hest_id"].to_numpy(),
-    })
+    sheet = pd.DataFrame(
+        {
+            "sample": chosen[naming].to_numpy(),
+            "patient": chosen["patient"].to_numpy(),
+            "dataset": name,
+            "section": chosen["section"].to_numpy(),
+            "hest_id": chosen["hest_id"].to_numpy(),
+        }
+    )
     dup = sheet["sample"][sheet["sample"].duplicated()].tolist()
     if dup:
         raise InputError(f"samples listed twice: {', '.join(dup)}")
@@ -115,8 +123,14 @@ def check_sheet_files(sheet: pd.DataFrame, source: str, folder: str | Path) -> N
             missing = [p for p in (paths.st, paths.metadata, paths.slide) if not p.exists()]
         else:  # legacy_st
             section = getattr(row, "section", "") or row.sample
-            missing = [p for p in (folder / "ST-cnts" / f"{section}.tsv.gz",
-                                   folder / "ST-spotfiles" / f"{section}_selection.tsv") if not p.exists()]
+            missing = [
+                p
+                for p in (
+                    folder / "ST-cnts" / f"{section}.tsv.gz",
+                    folder / "ST-spotfiles" / f"{section}_selection.tsv",
+                )
+                if not p.exists()
+            ]
             if not list(folder.glob(f"ST-imgs/*/{section}/*.jpg")):
                 missing.append(folder / "ST-imgs" / "*" / section / "*.jpg")
         if missing:
@@ -124,8 +138,12 @@ def check_sheet_files(sheet: pd.DataFrame, source: str, folder: str | Path) -> N
     if problems:
         sample, missing = problems[0]
         others = f" (also missing: samples {', '.join(s for s, _ in problems[1:])})" if len(problems) > 1 else ""
-        raise InputError(f"the sample sheet names a sample that is not in {folder}: "
-                         f"{', '.join(str(p) for p in missing)} not found{others}", sample, missing[0])
+        raise InputError(
+            f"the sample sheet names a sample that is not in {folder}: "
+            f"{', '.join(str(p) for p in missing)} not found{others}",
+            sample,
+            missing[0],
+        )
 
 
 def run_sheet(samples, dataset: str | None, source: str, folder: str | None) -> tuple[pd.DataFrame, str | None]:
@@ -140,11 +158,15 @@ def run_sheet(samples, dataset: str | None, source: str, folder: str | None) -> 
         sheet, path = read_sample_sheet(samples), samples
     else:
         if not dataset:
-            raise InputError("config needs `samples` (a sample sheet TSV), or `dataset` (her2st, stnet, cscc) "
-                             "to build the sample sheet from genedml's registry")
+            raise InputError(
+                "config needs `samples` (a sample sheet TSV), or `dataset` (her2st, stnet, cscc) "
+                "to build the sample sheet from genedml's registry"
+            )
         if source == "demo":
             raise InputError("`dataset` builds the sample sheet from real data: set data.source to hest or legacy_st")
-        sheet = registry_sheet(dataset, list(samples or []) or None, sample_naming(source), samples_present(source, folder))
+        sheet = registry_sheet(
+            dataset, list(samples or []) or None, sample_naming(source), samples_present(source, folder)
+        )
         path = None
     if source in ("hest", "legacy_st"):
         check_sheet_files(sheet, source, folder)

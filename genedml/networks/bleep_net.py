@@ -47,8 +47,18 @@ class BLEEP(nn.Module):
     """``k``, ``aggregate`` and ``temperature`` set the prediction (see ``knn_predict``); ``n_reference`` is
     the size of the reference buffers (0 until set, the saved size when loading)."""
 
-    def __init__(self, in_dim: int, n_genes: int, dim: int, dropout: float, norm: str, k: int,
-                 aggregate: str = "mean", temperature: float = 1.0, n_reference: int = 0):
+    def __init__(
+        self,
+        in_dim: int,
+        n_genes: int,
+        dim: int,
+        dropout: float,
+        norm: str,
+        k: int,
+        aggregate: str = "mean",
+        temperature: float = 1.0,
+        n_reference: int = 0,
+    ):
         super().__init__()
         self.k, self.aggregate, self.temperature = int(k), aggregate, float(temperature)
         self.standardize = input_norm(norm, in_dim)
@@ -62,5 +72,6 @@ class BLEEP(nn.Module):
 
     def forward(self, x):
         """(B, in_dim) views -> (B, n_genes): the expression of the nearest reference spots."""
-        return knn_predict(self.embed_image(x), self.ref_keys, self.ref_values, self.k, self.aggregate,
-                           self.temperature)
+        return knn_predict(
+            self.embed_image(x), self.ref_keys, self.ref_values, self.k, self.aggregate, self.temperature
+        )

@@ -17,8 +17,9 @@ from torch import nn
 class FeedForward(nn.Module):
     def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, dim), nn.Dropout(dropout))
+        self.net = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout)
+        )
 
     def forward(self, x):
         return self.net(x)
@@ -79,15 +80,22 @@ class Attention(nn.Module):
 class TransformerEncoder(nn.Module):
     """``depth`` pre-norm self-attention layers (no final norm; callers add one where the reference does)."""
 
-    def __init__(self, dim: int, depth: int, heads: int, mlp: int, dropout: float = 0.0,
-                 grid: tuple[int, int] | None = None):
+    def __init__(
+        self, dim: int, depth: int, heads: int, mlp: int, dropout: float = 0.0, grid: tuple[int, int] | None = None
+    ):
         super().__init__()
         self.layers = nn.ModuleList()
         for _ in range(depth):
-            self.layers.append(nn.ModuleList([
-                nn.LayerNorm(dim), Attention(dim, heads, dropout, grid),
-                nn.LayerNorm(dim), FeedForward(dim, mlp, dropout),
-            ]))
+            self.layers.append(
+                nn.ModuleList(
+                    [
+                        nn.LayerNorm(dim),
+                        Attention(dim, heads, dropout, grid),
+                        nn.LayerNorm(dim),
+                        FeedForward(dim, mlp, dropout),
+                    ]
+                )
+            )
 
     def forward(self, x, key_mask=None):
         for norm1, attn, norm2, ff in self.layers:
@@ -103,9 +111,16 @@ class CrossEncoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList()
         for _ in range(depth):
-            self.layers.append(nn.ModuleList([
-                nn.LayerNorm(dim), Attention(dim, heads, dropout), nn.LayerNorm(dim), FeedForward(dim, mlp, dropout),
-            ]))
+            self.layers.append(
+                nn.ModuleList(
+                    [
+                        nn.LayerNorm(dim),
+                        Attention(dim, heads, dropout),
+                        nn.LayerNorm(dim),
+                        FeedForward(dim, mlp, dropout),
+                    ]
+                )
+            )
 
     def forward(self, x, context, key_mask=None):
         for norm1, attn, norm2, ff in self.layers:

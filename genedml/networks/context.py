@@ -89,6 +89,10 @@ def grid_positions(array_coords: np.ndarray, spatial: np.ndarray, sample: str = 
 
     d, _ = cKDTree(xy).query(xy, k=2)
     pitch = float(np.median(d[:, 1])) or 1.0
-    log.warning("%s: array coordinates missing or not one spot per cell; using a grid of the spot pitch "
-                "(%.1f px) from the pixel centres for the global encoder", sample or "section", pitch)
+    log.warning(
+        "%s: array coordinates missing or not one spot per cell; using a grid of the spot pitch "
+        "(%.1f px) from the pixel centres for the global encoder",
+        sample or "section",
+        pitch,
+    )
     return np.round((xy[:, ::-1] - xy[:, ::-1].min(0)) / pitch).astype(np.int64)

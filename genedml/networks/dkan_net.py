@@ -43,8 +43,15 @@ def sinusoidal_2d(coords, dim: int):
 
 def transformer_encoder(dim: int, heads: int, ff_mult: int, dropout: float, layers: int) -> nn.TransformerEncoder:
     """Pre-norm GELU transformer layers of torch, feed-forward width ``max(1, ff_mult) * dim``."""
-    layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=max(1, ff_mult) * dim, dropout=dropout,
-                                       activation="gelu", batch_first=True, norm_first=True)
+    layer = nn.TransformerEncoderLayer(
+        dim,
+        heads,
+        dim_feedforward=max(1, ff_mult) * dim,
+        dropout=dropout,
+        activation="gelu",
+        batch_first=True,
+        norm_first=True,
+    )
     return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
 
@@ -62,8 +69,13 @@ class CrossBlock(nn.Module):
         self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.q, self.k, self.v, self.out = (nn.Linear(dim, dim) for _ in range(4))
         self.drop = nn.Dropout(dropout)
-        self.ff = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, ff_hidden), nn.GELU(), nn.Dropout(dropout),
-                                nn.Linear(ff_hidden, dim)) if ff_hidden > 0 else None
+        self.ff = (
+            nn.Sequential(
+                nn.LayerNorm(dim), nn.Linear(dim, ff_hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff_hidden, dim)
+            )
+            if ff_hidden > 0
+            else None
+        )
 
     def attend(self, genes, kv, v, pad_mask):
         """Multi-head attention of the (projected) gene queries to the normalised tokens -> (B, G, d)."""
@@ -74,8 +86,9 @@ class CrossBlock(nn.Module):
         k = self.k(kv).reshape(b, t, h, hd).transpose(1, 2)
         vh = v.reshape(b, t, h, hd).transpose(1, 2)
         mask = None if pad_mask is None else ~pad_mask[:, None, None, :]
-        ctx = F.scaled_dot_product_attention(q, k, vh, attn_mask=mask,
-                                             dropout_p=self.attn_dropout if self.training else 0.0)
+        ctx = F.scaled_dot_product_attention(
+            q, k, vh, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0
+        )
         return ctx.transpose(1, 2).reshape(b, -1, d)
 
     def forward(self, genes, kv, pad_mask=None):
@@ -164,8 +177,11 @@ class DKAN(nn.Module):
     def image_path(self, batch, genes=None):
         genes = self.gene_tokens() if genes is None else genes
         local, neigh, mask, glob = self.image_tokens(batch)
-        per_scale = [self.scale_blocks[0](genes, local), self.scale_blocks[1](genes, neigh, mask),
-                     self.scale_blocks[2](genes, glob)]
+        per_scale = [
+            self.scale_blocks[0](genes, local),
+            self.scale_blocks[1](genes, neigh, mask),
+            self.scale_blocks[2](genes, glob),
+        ]
         keep = torch.zeros(mask.shape[0], 1, dtype=torch.bool, device=mask.device)
         fused = self.fusion(genes, torch.cat([local, neigh, glob], 1), torch.cat([keep, mask, keep], 1))
         return fused, per_scale
@@ -181,7 +197,9 @@ class DKAN(nn.Module):
         expr_tokens = genes[None] + self.value_mlp(batch.targets[..., None])
         expr = self.expr_block(genes, expr_tokens)
         # CLIP on what each path adds to the gene queries (the queries themselves are the same for every spot)
-        return {"pred": self.readout(fused),
-                "scale_preds": [r(h) for r, h in zip(self.scale_readouts, per_scale)],
-                "img_embed": self.img_clip((fused - genes).mean(1)),
-                "expr_embed": self.expr_clip((expr - genes).mean(1))}
+        return {
+            "pred": self.readout(fused),
+            "scale_preds": [r(h) for r, h in zip(self.scale_readouts, per_scale)],
+            "img_embed": self.img_clip((fused - genes).mean(1)),
+            "expr_embed": self.expr_clip((expr - genes).mean(1)),
+        }

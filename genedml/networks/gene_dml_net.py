@@ -42,14 +42,25 @@ class GeneDML(nn.Module):
         self.image = ImagePathway(dims["local_dim"], cfg, grid=int(round(dims["neighbour_tiles"] ** 0.5)))
         proj = int(cfg["proj_dim"])
         self.project = nn.Linear(self.image.dim, proj)  # shared by every scale (the code's fc_layer)
-        self.fusion = TransformerEncoder(proj, int(cfg["fusion_depth"]), int(cfg["fusion_heads"]),
-                                         width(cfg["fusion_mlp_ratio"], proj), float(cfg["fusion_dropout"]))
+        self.fusion = TransformerEncoder(
+            proj,
+            int(cfg["fusion_depth"]),
+            int(cfg["fusion_heads"]),
+            width(cfg["fusion_mlp_ratio"], proj),
+            float(cfg["fusion_dropout"]),
+        )
         self.fusion_ffn = FeedForward(proj, 2 * proj, float(cfg["fusion_dropout"])) if cfg.get("fusion_ffn") else None
         self.gene = GeneEncoder(dims["n_genes"], proj, float(cfg["gene_dropout"]))
         p = float(cfg["predictor_dropout"])
-        self.predictor = nn.Sequential(nn.Linear(proj, 3 * proj), nn.ReLU(), nn.Dropout(p),
-                                       nn.Linear(3 * proj, proj), nn.ReLU(), nn.Dropout(p),
-                                       nn.Linear(proj, dims["n_genes"]))
+        self.predictor = nn.Sequential(
+            nn.Linear(proj, 3 * proj),
+            nn.ReLU(),
+            nn.Dropout(p),
+            nn.Linear(3 * proj, proj),
+            nn.ReLU(),
+            nn.Dropout(p),
+            nn.Linear(proj, dims["n_genes"]),
+        )
         self.group_proj = nn.Linear(proj, proj)
 
     def encode_image(self, batch) -> dict:
@@ -62,7 +73,11 @@ class GeneDML(nn.Module):
                 continue
             t = parts[name] if parts[name].dim() == 3 else parts[name].unsqueeze(1)
             t = self.project(t)
-            m = parts["neighbour_mask"] if name == "neighbour" else torch.ones(t.shape[:2], dtype=torch.bool, device=t.device)
+            m = (
+                parts["neighbour_mask"]
+                if name == "neighbour"
+                else torch.ones(t.shape[:2], dtype=torch.bool, device=t.device)
+            )
             tokens.append(t)
             masks.append(m)
             spans[name] = (start, start + t.shape[1])

@@ -178,5 +178,5 @@ def distilled_mse(fused, intermediates, y, lam: float):
 
 def inverse_loss_weights(losses):
     """Normalised inverse loss weights ``w_i = (1/L_i) / sum_j (1/L_j)`` (no gradient through them)."""
-    inv = torch.stack([1.0 / l.detach().float().clamp_min(1e-8) for l in losses])
+    inv = torch.stack([1.0 / loss.detach().float().clamp_min(1e-8) for loss in losses])
     return inv / inv.sum()

@@ -33,14 +33,24 @@ class ImagePathway(nn.Module):
         self.require_tokens = cfg.get("local_input", "auto") == "tokens"
         self.neighbour = None
         if cfg.get("use_neighbour", True):
-            self.neighbour = NeighbourEncoder(enc, int(cfg["neighbour_depth"]), int(cfg["neighbour_heads"]),
-                                              width(cfg["neighbour_mlp_ratio"], enc), float(cfg["neighbour_dropout"]),
-                                              grid)
+            self.neighbour = NeighbourEncoder(
+                enc,
+                int(cfg["neighbour_depth"]),
+                int(cfg["neighbour_heads"]),
+                width(cfg["neighbour_mlp_ratio"], enc),
+                float(cfg["neighbour_dropout"]),
+                grid,
+            )
         self.global_ = None
         if cfg.get("use_global", True):
-            self.global_ = GlobalEncoder(enc, int(cfg["global_depth"]), int(cfg["global_heads"]),
-                                         width(cfg["global_mlp_ratio"], enc), float(cfg["global_dropout"]),
-                                         int(cfg.get("global_kernel", 3)))
+            self.global_ = GlobalEncoder(
+                enc,
+                int(cfg["global_depth"]),
+                int(cfg["global_heads"]),
+                width(cfg["global_mlp_ratio"], enc),
+                float(cfg["global_dropout"]),
+                int(cfg.get("global_kernel", 3)),
+            )
 
     @torch.no_grad()
     def set_input_stats(self, local):
@@ -60,8 +70,10 @@ class ImagePathway(nn.Module):
         if self.use_tokens and tokens is not None:
             return self.embed(tokens.to(batch.local.dtype))  # (B, T, E)
         if self.require_tokens:
-            raise ValueError("local_input: tokens, but the features carry no local token maps "
-                             "(embed with encoder.cache_local_tokens: true, or use local_input: auto | cls)")
+            raise ValueError(
+                "local_input: tokens, but the features carry no local token maps "
+                "(embed with encoder.cache_local_tokens: true, or use local_input: auto | cls)"
+            )
         return self.embed(batch.local).unsqueeze(1)  # (B, 1, E): the cached CLS embedding
 
     def global_tokens(self, batch):

@@ -23,8 +23,13 @@ class Triplex(nn.Module):
         self.cfg = {**cfg, "use_neighbour": True, "use_global": True}
         self.image = ImagePathway(dims["local_dim"], self.cfg, grid=int(round(dims["neighbour_tiles"] ** 0.5)))
         e = self.image.dim
-        args = (e, int(cfg["fusion_depth"]), int(cfg["fusion_heads"]), width(cfg["fusion_mlp_ratio"], e),
-                float(cfg["fusion_dropout"]))
+        args = (
+            e,
+            int(cfg["fusion_depth"]),
+            int(cfg["fusion_heads"]),
+            width(cfg["fusion_mlp_ratio"], e),
+            float(cfg["fusion_dropout"]),
+        )
         self.mode = cfg.get("fusion", "cross")
         if self.mode == "cross":
             self.fusion = CrossEncoder(*args)

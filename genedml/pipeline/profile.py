@@ -56,11 +56,17 @@ def _set_commented(text: str, key: str, value: str, section: str) -> str:
     if match is None:
         raise ProfileError(f"the source profile has no commented `{key}` line under `{section}:`")
     line = f'{match["indent"]}{key}: "{value}"{match["rest"]}'
-    return text[: match.start()] + line + text[match.end():]
+    return text[: match.start()] + line + text[match.end() :]
 
 
-def render_profile(text: str, partition: str | None = None, account: str | None = None,
-                   gpu_partition: str | None = None, gpu_form: str = "gpus", source: Path | None = None) -> str:
+def render_profile(
+    text: str,
+    partition: str | None = None,
+    account: str | None = None,
+    gpu_partition: str | None = None,
+    gpu_form: str = "gpus",
+    source: Path | None = None,
+) -> str:
     """The profile's config.yaml with the site settings filled in."""
     for kind, value in (("partition", partition), ("account", account), ("GPU partition", gpu_partition)):
         _check_name(kind, value)
@@ -77,7 +83,7 @@ def render_profile(text: str, partition: str | None = None, account: str | None 
         match = gpu_line.search(text)
         if match is None:
             raise ProfileError("the source profile has no `gpu: 1` line for the embed rule")
-        text = text[: match.start()] + f'{match["indent"]}# gpu: 1{match["rest"]}' + text[match.end():]
+        text = text[: match.start()] + f"{match['indent']}# gpu: 1{match['rest']}" + text[match.end() :]
         text = _set_commented(text, "gres", "gpu:1", "set-resources")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     header = f"# Installed by `genedml profile install` from {source or SOURCE} on {stamp}.\n"
@@ -104,21 +110,29 @@ def _verify(text: str, partition, account, gpu_partition, gpu_form) -> None:
         raise ProfileError("the rendered profile came out wrong: " + "; ".join(wrong))
 
 
-def install_profile(name: str, partition: str | None = None, account: str | None = None,
-                    gpu_partition: str | None = None, gpu_form: str = "gpus", force: bool = False,
-                    config_dir: Path | None = None, source: Path = SOURCE) -> Path:
+def install_profile(
+    name: str,
+    partition: str | None = None,
+    account: str | None = None,
+    gpu_partition: str | None = None,
+    gpu_form: str = "gpus",
+    force: bool = False,
+    config_dir: Path | None = None,
+    source: Path = SOURCE,
+) -> Path:
     """Copy the SLURM profile to ``config_dir/name`` with the site settings filled in; return the folder."""
     if not name or "/" in name or name in (".", ".."):
         raise ProfileError(f"profile name {name!r}: give a plain name such as 'cluster'")
     source = Path(source)
     if not (source / "config.yaml").is_file():
-        raise ProfileError(f"no SLURM profile at {source} (expected {source / 'config.yaml'}); "
-                           "run from a genedml checkout or pass --source")
+        raise ProfileError(
+            f"no SLURM profile at {source} (expected {source / 'config.yaml'}); "
+            "run from a genedml checkout or pass --source"
+        )
     dest = Path(config_dir or user_profile_dir()) / name
     if dest.exists() and not force:
         raise ProfileError(f"{dest} already exists; not replacing it (use --force to overwrite)")
-    text = render_profile((source / "config.yaml").read_text(), partition, account, gpu_partition, gpu_form,
-                          source)
+    text = render_profile((source / "config.yaml").read_text(), partition, account, gpu_partition, gpu_form, source)
     # build the whole folder beside its final place, then rename: never a half-written profile
     with atomic_path(dest, overwrite=force) as tmp:
         shutil.copytree(source, tmp)
@@ -128,8 +142,16 @@ def install_profile(name: str, partition: str | None = None, account: str | None
 
 def cmd_install(a) -> None:
     try:
-        dest = install_profile(a.name, a.partition, a.account, a.gpu_partition, a.gpu_form, a.force,
-                               Path(a.config_dir) if a.config_dir else None, Path(a.source))
+        dest = install_profile(
+            a.name,
+            a.partition,
+            a.account,
+            a.gpu_partition,
+            a.gpu_form,
+            a.force,
+            Path(a.config_dir) if a.config_dir else None,
+            Path(a.source),
+        )
     except ProfileError as exc:
         raise SystemExit(f"genedml profile install: error: {exc}") from None
     where = f"--profile {a.name}" if not a.config_dir else f"--profile {dest}"
@@ -137,15 +159,23 @@ def cmd_install(a) -> None:
 
 
 def add_profile_parsers(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("install", help="install the SLURM profile as your named Snakemake profile",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s = sub.add_parser(
+        "install",
+        help="install the SLURM profile as your named Snakemake profile",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     s.add_argument("name", help="profile name, e.g. 'cluster' (then: snakemake --profile cluster)")
     s.add_argument("--partition", help="SLURM partition for every job (default: the cluster's default)")
     s.add_argument("--account", help="SLURM account to charge (default: none)")
     s.add_argument("--gpu-partition", help="partition for the GPU step (embed), if GPUs have their own")
-    s.add_argument("--gpu-form", choices=GPU_FORMS, default="gpus",
-                   help="how the embed job asks for its GPU: 'gpus' = sbatch --gpus=1 (default), "
-                        "'gres' = sbatch --gres=gpu:1 (clusters without GPU TRES)")
+    s.add_argument(
+        "--gpu-form",
+        choices=GPU_FORMS,
+        default="gpus",
+        help="how the embed job asks for its GPU: 'gpus' = sbatch --gpus=1 (default), "
+        "'gres' = sbatch --gres=gpu:1 (clusters without GPU TRES)",
+    )
     s.add_argument("--config-dir", help=f"where profiles live (default: {user_profile_dir()})")
     s.add_argument("--source", default=str(SOURCE), help="the profile folder to copy (default: %(default)s)")
     s.add_argument("--force", action="store_true", help="replace an existing profile of that name")

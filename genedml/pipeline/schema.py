@@ -18,7 +18,7 @@ import argparse
 import copy
 import json
 import shlex
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -30,7 +30,7 @@ class ConfigError(ValueError):
     """A config value the schema does not allow; the message names the key."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def config_schema() -> dict:
     if not SCHEMA_PATH.exists():
         raise FileNotFoundError(f"genedml's config schema is missing: {SCHEMA_PATH} (genedml runs from its repository)")
@@ -187,8 +187,9 @@ def runtime_split(path: str) -> tuple[list[str], list[str]]:
     return [k for k in props if k not in knobs], knobs
 
 
-def add_arguments(parser: argparse.ArgumentParser, path: str, keys: tuple[str, ...] | None = None,
-                  title: str | None = None) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser, path: str, keys: tuple[str, ...] | None = None, title: str | None = None
+) -> None:
     """One flag per setting of the schema at ``path`` (``keys``: only these)."""
     group = parser.add_argument_group(title or f"config `{path}` (defaults from the config schema)")
     props = part(path).get("properties", {})
@@ -199,8 +200,14 @@ def add_arguments(parser: argparse.ArgumentParser, path: str, keys: tuple[str, .
             help_text += (" " if help_text else "") + "{" + ", ".join(map(format_value, node["enum"])) + "}"
         if "default" in node:
             help_text += f" (default: {format_value(node['default'])})"
-        group.add_argument(_flag(key), dest=key, metavar="VALUE", default=argparse.SUPPRESS,
-                           type=lambda text, n=node: parse_value(text, n), help=help_text.replace("%", "%%"))
+        group.add_argument(
+            _flag(key),
+            dest=key,
+            metavar="VALUE",
+            default=argparse.SUPPRESS,
+            type=lambda text, n=node: parse_value(text, n),
+            help=help_text.replace("%", "%%"),
+        )
 
 
 def args_slice(args: argparse.Namespace, path: str, keys: tuple[str, ...] | None = None) -> dict:

@@ -23,16 +23,29 @@ import importlib
 # names re-exported here, by the module that defines them; loaded on first use, so that the workflow's
 # `from genedml.report.specs import ...` at parse time pulls in nothing else
 _EXPORTS = {
-    "Document": "render", "Table": "render",
-    "head_report_spec": "specs", "report_specs": "specs", "sweep_params": "specs",
-    "load_published": "results", "stage_times": "results",
+    "Document": "render",
+    "Table": "render",
+    "head_report_spec": "specs",
+    "report_specs": "specs",
+    "sweep_params": "specs",
+    "load_published": "results",
+    "stage_times": "results",
     "table1": "tables",
 }
 __all__ = ["build_report", *_EXPORTS]
 
 
-def build_report(results_dir, heads_spec: dict, sheet_path, recipe: str, feature_stores: list, site_dir, md_out,
-                 config_facts: dict | None = None, n_top: int = 50):
+def build_report(
+    results_dir,
+    heads_spec: dict,
+    sheet_path,
+    recipe: str,
+    feature_stores: list,
+    site_dir,
+    md_out,
+    config_facts: dict | None = None,
+    n_top: int = 50,
+):
     """Write ``site_dir`` (index.html, index.md, figures/, tables/) and ``md_out``; return the document."""
     from genedml.report.render import Document
     from genedml.report.results import load_inputs

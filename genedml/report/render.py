@@ -56,8 +56,11 @@ class Document:
 
     def to_html(self) -> str:
         """A standalone page: the CSS inline, a table of contents of the level-2 headings."""
-        toc = [f'<li class="toc{b[1]}"><a href="#{b[3]}">{html.escape(b[2])}</a></li>'
-               for b in self.blocks if b[0] == "h" and b[1] == 2]
+        toc = [
+            f'<li class="toc{b[1]}"><a href="#{b[3]}">{html.escape(b[2])}</a></li>'
+            for b in self.blocks
+            if b[0] == "h" and b[1] == 2
+        ]
         body = [_html_block(block) for block in self.blocks]
         return HTML_PAGE.format(title=html.escape(self.title), toc="\n".join(toc), body="\n".join(body))
 
@@ -65,6 +68,7 @@ class Document:
 # --------------------------------------------------------------------------------------------------
 # Markdown
 # --------------------------------------------------------------------------------------------------
+
 
 def _md_block(block: tuple, prefix: str) -> list[str]:
     """The lines of one block, each block followed by an empty line."""
@@ -116,6 +120,7 @@ def _md_table(frame: pd.DataFrame) -> str:
 # HTML
 # --------------------------------------------------------------------------------------------------
 
+
 def _html_block(block: tuple) -> str:
     kind = block[0]
     if kind == "h":
@@ -129,8 +134,10 @@ def _html_block(block: tuple) -> str:
         return _html_table(block[1])
     if kind == "figure":
         cls = f' class="{block[4]}"' if block[4] else ""
-        return (f'<figure{cls}><img src="{html.escape(block[1])}" alt="{html.escape(block[2])}">'
-                f"<figcaption>{_inline_html(block[3])}</figcaption></figure>")
+        return (
+            f'<figure{cls}><img src="{html.escape(block[1])}" alt="{html.escape(block[2])}">'
+            f"<figcaption>{_inline_html(block[3])}</figcaption></figure>"
+        )
     if kind == "code":
         pre = f"<pre>{html.escape(block[1])}</pre>"
         return f"<details><summary>{html.escape(block[2])}</summary>{pre}</details>" if block[2] else pre
@@ -162,8 +169,10 @@ def _html_table(t: Table) -> str:
             cells.append(f"<td{num}>{_inline_html(text)}</td>")
         rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
     caption = f"<caption>{_inline_html(t.caption)}</caption>" if t.caption else ""
-    return (f'<div class="scroll"><table id="{t.id}">{caption}<thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table></div>")
+    return (
+        f'<div class="scroll"><table id="{t.id}">{caption}<thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
 
 
 # the row classes it styles: this-run, published, group-start; figure class: spatial; paragraph class: note

@@ -15,16 +15,42 @@ from genedml import __version__
 from genedml.errors import InputError
 from genedml.io.datasets import canonical
 
-PACKAGES = ["torch", "timm", "snakemake", "numpy", "scipy", "pandas", "scikit-learn", "anndata", "scanpy", "zarr",
-            "openslide-python", "openslide-bin", "tifffile", "matplotlib"]
-STAGE_ORDER = ["demo_data", "tile", "embed", "select_genes", "targets", "gene_semantics", "folds", "train",
-               "evaluate", "thumbnail", "figures"]
+PACKAGES = [
+    "torch",
+    "timm",
+    "snakemake",
+    "numpy",
+    "scipy",
+    "pandas",
+    "scikit-learn",
+    "anndata",
+    "scanpy",
+    "zarr",
+    "openslide-python",
+    "openslide-bin",
+    "tifffile",
+    "matplotlib",
+]
+STAGE_ORDER = [
+    "demo_data",
+    "tile",
+    "embed",
+    "select_genes",
+    "targets",
+    "gene_semantics",
+    "folds",
+    "train",
+    "evaluate",
+    "thumbnail",
+    "figures",
+]
 HEAD_TABLES = ("summary.tsv", "per_fold.tsv", "per_section.tsv", "per_gene.tsv", "gene_sets.json")
 
 
 # --------------------------------------------------------------------------------------------------
 # Datasets and the published numbers (shipped with the package)
 # --------------------------------------------------------------------------------------------------
+
 
 def dataset_name(name) -> str:
     """genedml's name of a dataset (her2st, stnet, cscc); a name it does not know (e.g. demo) stays as it is."""
@@ -49,6 +75,7 @@ def load_published(as_printed: bool = False) -> pd.DataFrame:
 # One head's results
 # --------------------------------------------------------------------------------------------------
 
+
 def selection_protocol(fold_facts: list[dict]) -> str:
     values = sorted({str(f.get("selection", "unknown")) for f in fold_facts})
     return "; ".join(values) if values else "unknown"
@@ -70,8 +97,11 @@ class HeadResults:
         """Mean and std (ddof 0) over folds; over the given folds only when ``folds`` is set.
         The std of a single fold is NaN (shown as the mean alone), not 0."""
         if folds is not None:
-            v = self.per_fold.loc[self.per_fold["fold"].isin(folds), m].to_numpy(dtype=float) \
-                if m in self.per_fold else np.array([])
+            v = (
+                self.per_fold.loc[self.per_fold["fold"].isin(folds), m].to_numpy(dtype=float)
+                if m in self.per_fold
+                else np.array([])
+            )
             v = v[~np.isnan(v)]
             if not v.size:
                 return float("nan"), float("nan")
@@ -99,7 +129,8 @@ def load_head(results: Path, name: str, spec: dict) -> HeadResults:
     folds = [json.loads(p.read_text()) for p in sorted((results / "heads" / name).glob("fold*/fold.json"))]
     spatial_json = results / "figures" / name / "spatial_pcc.json"
     return HeadResults(
-        name=name, spec=spec,
+        name=name,
+        spec=spec,
         summary=pd.read_csv(mdir / "summary.tsv", sep="\t"),
         per_fold=pd.read_csv(mdir / "per_fold.tsv", sep="\t"),
         per_section=pd.read_csv(mdir / "per_section.tsv", sep="\t"),
@@ -113,6 +144,7 @@ def load_head(results: Path, name: str, spec: dict) -> HeadResults:
 # --------------------------------------------------------------------------------------------------
 # Facts of the run
 # --------------------------------------------------------------------------------------------------
+
 
 def fold_designs(folds: pd.DataFrame) -> dict:
     """design label -> its folds, when the fold table holds more than one design (else {})."""
@@ -173,11 +205,17 @@ def stage_times(bench_dir) -> pd.DataFrame:
         if "s" not in t:
             continue
         rss = pd.to_numeric(t["max_rss"], errors="coerce") if "max_rss" in t else pd.Series([np.nan])
-        rows.append({"stage": stage, "s": float(pd.to_numeric(t["s"], errors="coerce").mean()), "rss": float(rss.max())})
+        rows.append(
+            {"stage": stage, "s": float(pd.to_numeric(t["s"], errors="coerce").mean()), "rss": float(rss.max())}
+        )
     if not rows:
         return pd.DataFrame(columns=["stage", "jobs", "total_s", "longest_s", "max_rss_mb"])
-    table = pd.DataFrame(rows).groupby("stage", sort=False).agg(
-        jobs=("s", "size"), total_s=("s", "sum"), longest_s=("s", "max"), max_rss_mb=("rss", "max")).reset_index()
+    table = (
+        pd.DataFrame(rows)
+        .groupby("stage", sort=False)
+        .agg(jobs=("s", "size"), total_s=("s", "sum"), longest_s=("s", "max"), max_rss_mb=("rss", "max"))
+        .reset_index()
+    )
     order = {s: i for i, s in enumerate(STAGE_ORDER)}
     table["_o"] = [order.get(s.split("/")[0], len(order)) for s in table["stage"]]
     table = table.sort_values(["_o", "stage"]).drop(columns="_o").reset_index(drop=True)
@@ -189,6 +227,7 @@ def stage_times(bench_dir) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------------
 # Everything the report sections read
 # --------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class ReportInputs:
@@ -222,18 +261,28 @@ class ReportInputs:
         return test.sort_values(["fold", "sample"])["sample"].tolist()
 
 
-def load_inputs(results_dir, heads_spec: dict, sheet_path, recipe: str, feature_stores: list,
-                config_facts: dict | None = None, n_top: int = 50) -> ReportInputs:
+def load_inputs(
+    results_dir,
+    heads_spec: dict,
+    sheet_path,
+    recipe: str,
+    feature_stores: list,
+    config_facts: dict | None = None,
+    n_top: int = 50,
+) -> ReportInputs:
     results = Path(results_dir)
     heads = [load_head(results, name, spec) for name, spec in heads_spec.items()]
     sheet = pd.read_csv(sheet_path, sep="\t", dtype=str)
     datasets = sheet.get("dataset", pd.Series(["unnamed"])).fillna("unnamed")
     return ReportInputs(
-        results=results, heads=heads,
+        results=results,
+        heads=heads,
         folds=pd.read_csv(results / "folds" / "folds.tsv", sep="\t"),
         genes=pd.read_csv(results / "genes" / "genes.tsv", sep="\t"),
         run_datasets=sorted({dataset_name(d) for d in datasets}),
         facts=feature_facts(feature_stores),
         published=load_published(as_printed=True),
-        recipe=recipe, n_top=n_top, config_facts=config_facts or {},
+        recipe=recipe,
+        n_top=n_top,
+        config_facts=config_facts or {},
     )

@@ -25,34 +25,43 @@ PER_SECTION_TABLES = ("per_section.tsv", "per_fold.tsv", "per_gene_section.tsv",
 def introduction(run: ReportInputs, doc: Document, site: SiteFiles) -> None:
     """What was run, how the metrics are defined, and why the numbers may not compare with the papers'."""
     folds, facts = run.folds, run.facts
-    doc.p(f"Cross-validated prediction of **{len(run.genes)} genes** from H&E images: {len(run.heads)} head(s) "
-          f"({', '.join(h.name for h in run.heads)}), {folds['fold'].nunique()} folds over "
-          f"{folds['patient'].nunique()} patients and {run.n_sections} sections "
-          f"(dataset: {', '.join(run.run_datasets)}). "
-          f"Targets: `{run.recipe}` recipe. Encoder: `{facts.get('encoder')}` (weights `{facts.get('weights_sha256')}`). "
-          f"Written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by genedml {__version__}.")
-    doc.p("Metrics, as the papers define them: per held-out section, per-gene Pearson r across spots (NaN for "
-          "constant genes, ignored by the means), MSE and MAE; PCC(A) over all genes; PCC(H) over the "
-          f"{run.n_top} genes with the best rank averaged over folds; HEG / HVG over the {run.n_top} genes with "
-          "the highest mean / variance of the section's true expression. A fold's value is the mean over its "
-          "sections; numbers are mean ± std (ddof 0) over folds.")
+    doc.p(
+        f"Cross-validated prediction of **{len(run.genes)} genes** from H&E images: {len(run.heads)} head(s) "
+        f"({', '.join(h.name for h in run.heads)}), {folds['fold'].nunique()} folds over "
+        f"{folds['patient'].nunique()} patients and {run.n_sections} sections "
+        f"(dataset: {', '.join(run.run_datasets)}). "
+        f"Targets: `{run.recipe}` recipe. Encoder: `{facts.get('encoder')}` (weights `{facts.get('weights_sha256')}`). "
+        f"Written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by genedml {__version__}."
+    )
+    doc.p(
+        "Metrics, as the papers define them: per held-out section, per-gene Pearson r across spots (NaN for "
+        "constant genes, ignored by the means), MSE and MAE; PCC(A) over all genes; PCC(H) over the "
+        f"{run.n_top} genes with the best rank averaged over folds; HEG / HVG over the {run.n_top} genes with "
+        "the highest mean / variance of the section's true expression. A fold's value is the mean over its "
+        "sections; numbers are mean ± std (ddof 0) over folds."
+    )
     for note in comparability_notes(run.heads, facts, run.run_datasets, run.published, run.recipe, len(run.genes)):
         doc.p(note, "note")
 
 
-def comparability_notes(heads: list[HeadResults], facts: dict, run_datasets: list[str], published: pd.DataFrame,
-                        recipe: str, n_genes: int) -> list[str]:
+def comparability_notes(
+    heads: list[HeadResults], facts: dict, run_datasets: list[str], published: pd.DataFrame, recipe: str, n_genes: int
+) -> list[str]:
     """Where this run differs from the papers' setting: dataset, targets, gene count, encoder, selection."""
     notes = []
     known = sorted(set(published["dataset"]))  # the papers' names, as printed
     missing = [d for d in run_datasets if d not in {dataset_name(k) for k in known}]
     if missing:
-        notes.append(f"No published numbers exist for dataset(s) {', '.join(missing)}: the published rows of "
-                     f"{', '.join(known)} are shown for reference only.")
+        notes.append(
+            f"No published numbers exist for dataset(s) {', '.join(missing)}: the published rows of "
+            f"{', '.join(known)} are shown for reference only."
+        )
     if recipe != "reference":
-        notes.append(f"Targets use the `{recipe}` recipe; the published numbers use the reference recipe "
-                     "(the TRIPLEX / Gene-DML code's: log-normalised over the chosen genes, then averaged over "
-                     "neighbouring spots). Numbers from different recipes are not comparable.")
+        notes.append(
+            f"Targets use the `{recipe}` recipe; the published numbers use the reference recipe "
+            "(the TRIPLEX / Gene-DML code's: log-normalised over the chosen genes, then averaged over "
+            "neighbouring spots). Numbers from different recipes are not comparable."
+        )
     if n_genes != 250:
         notes.append(f"This run predicts {n_genes} genes; the papers predict 250 per dataset.")
     enc = str(facts.get("encoder", ""))
@@ -60,12 +69,16 @@ def comparability_notes(heads: list[HeadResults], facts: dict, run_datasets: lis
     if enc.lower() != "uni" or sha == "random-init":
         notes.append(f"Features come from `{enc}` (weights: `{sha}`); the papers use UNI (ViT-L/16) weights.")
     if any("TEST" in h.protocol for h in heads):
-        notes.append("Some heads select their checkpoint on the TEST fold (reference protocol): their numbers "
-                     "are optimistic, like the published ones.")
+        notes.append(
+            "Some heads select their checkpoint on the TEST fold (reference protocol): their numbers "
+            "are optimistic, like the published ones."
+        )
     if any("inner validation" in h.protocol for h in heads):
-        notes.append("Heads marked “inner validation” select models on patients held out from training, never on "
-                     "the test fold; the reference code of the published methods selects on the test fold, "
-                     "which flatters their numbers.")
+        notes.append(
+            "Heads marked “inner validation” select models on patients held out from training, never on "
+            "the test fold; the reference code of the published methods selects on the test fold, "
+            "which flatters their numbers."
+        )
     return notes
 
 
@@ -73,8 +86,12 @@ def table1_section(run: ReportInputs, doc: Document, site: SiteFiles) -> None:
     doc.h(2, "Table 1: this run beside the published results", "table1")
     designs = run.designs
     if designs:
-        doc.p("The fold table mixes designs (" + ", ".join(f"{d}: folds {', '.join(map(str, f))}" for d, f in designs.items())
-              + "); Table 1 gives one row per design, since pooling them mixes different questions.", "note")
+        doc.p(
+            "The fold table mixes designs ("
+            + ", ".join(f"{d}: folds {', '.join(map(str, f))}" for d, f in designs.items())
+            + "); Table 1 gives one row per design, since pooling them mixes different questions.",
+            "note",
+        )
     t1 = table1(run.heads, run.run_datasets, run.published, designs)
     doc.table(t1)
     doc.p("As a table: [table1.tsv](tables/table1.tsv).")
@@ -84,8 +101,11 @@ def table1_section(run: ReportInputs, doc: Document, site: SiteFiles) -> None:
 def all_metrics(run: ReportInputs, doc: Document, site: SiteFiles) -> None:
     doc.h(2, "All metrics of this run", "metrics")
     doc.table(metrics_table(run.heads, designs=run.designs))
-    doc.p("Per-head tables: " + ", ".join(f"[{h.name}](tables/{h.name}/summary.tsv)" for h in run.heads)
-          + "; all heads: [summary.tsv](tables/summary.tsv).")
+    doc.p(
+        "Per-head tables: "
+        + ", ".join(f"[{h.name}](tables/{h.name}/summary.tsv)" for h in run.heads)
+        + "; all heads: [summary.tsv](tables/summary.tsv)."
+    )
     site.add_table("tables/summary.tsv", pd.concat([h.summary for h in run.heads], ignore_index=True))
     for h in run.heads:
         site.add_if_exists(f"tables/{h.name}/summary.tsv", run.results / "metrics" / h.name / "summary.tsv")
@@ -120,17 +140,26 @@ def sweeps(run: ReportInputs, doc: Document, site: SiteFiles) -> None:
 def per_gene_pcc(run: ReportInputs, doc: Document, site: SiteFiles) -> None:
     doc.h(2, "Per-gene PCC", "per-gene")
     if site.add_if_exists("figures/pcc_per_gene.png", run.figures_dir / "pcc_per_gene.png"):
-        doc.figure("figures/pcc_per_gene.png", "per-gene PCC distribution per head",
-                   "Each point is a gene: its PCC averaged over folds (a fold's PCC is the mean over its held-out "
-                   "sections). Boxes: quartiles and median.")
+        doc.figure(
+            "figures/pcc_per_gene.png",
+            "per-gene PCC distribution per head",
+            "Each point is a gene: its PCC averaged over folds (a fold's PCC is the mean over its held-out "
+            "sections). Boxes: quartiles and median.",
+        )
     rows = []
     for h in run.heads:
         top = h.per_gene.sort_values("mean_rank", kind="stable").head(5)
-        rows.append({"Head": h.name, "Best genes (mean rank over folds)":
-                     ", ".join(f"{g} ({p:.2f})" for g, p in zip(top["gene"], top["mean_pcc"])),
-                     "Genes with PCC > 0.5": int((h.per_gene["mean_pcc"] > 0.5).sum()),
-                     "Genes with no PCC (constant)": int(h.per_gene["mean_pcc"].isna().sum()),
-                     "Table": f"[per_gene.tsv](tables/{h.name}/per_gene.tsv)"})
+        rows.append(
+            {
+                "Head": h.name,
+                "Best genes (mean rank over folds)": ", ".join(
+                    f"{g} ({p:.2f})" for g, p in zip(top["gene"], top["mean_pcc"])
+                ),
+                "Genes with PCC > 0.5": int((h.per_gene["mean_pcc"] > 0.5).sum()),
+                "Genes with no PCC (constant)": int(h.per_gene["mean_pcc"].isna().sum()),
+                "Table": f"[per_gene.tsv](tables/{h.name}/per_gene.tsv)",
+            }
+        )
         site.add_if_exists(f"tables/{h.name}/per_gene.tsv", run.results / "metrics" / h.name / "per_gene.tsv")
     doc.table(Table("per-gene", pd.DataFrame(rows)))
 
@@ -142,9 +171,12 @@ def spatial_maps(run: ReportInputs, doc: Document, site: SiteFiles) -> None:
     wanted = next((h.spatial.get("wanted") for h in run.heads if h.spatial), None)
     if shown:
         absent = [g for g in (wanted or []) if g not in shown]
-        doc.p(f"Genes: {', '.join(shown)}" + (f" ({', '.join(absent)} not among the predicted genes)" if absent else "")
-              + ". Truth and prediction are each min-max scaled to [0, 1] over the section's spots and drawn over "
-              "the H&E thumbnail; the title gives the prediction's PCC for that gene in that section.")
+        doc.p(
+            f"Genes: {', '.join(shown)}"
+            + (f" ({', '.join(absent)} not among the predicted genes)" if absent else "")
+            + ". Truth and prediction are each min-max scaled to [0, 1] over the section's spots and drawn over "
+            "the H&E thumbnail; the title gives the prediction's PCC for that gene in that section."
+        )
     test = run.folds[run.folds["split"] == "test"]
     for h in run.heads:
         doc.h(3, f"{h.label}", f"spatial-{h.name}")
@@ -153,11 +185,16 @@ def spatial_maps(run: ReportInputs, doc: Document, site: SiteFiles) -> None:
             if not site.add_if_exists(rel, run.figures_dir / h.name / f"spatial_{sample}.jpg"):
                 continue
             scores = h.spatial.get("sections", {}).get(sample, [])
-            pccs = ", ".join(f"{s['gene']} {s['pcc']:.3f}" if s["pcc"] == s["pcc"] else f"{s['gene']} n/a"
-                             for s in scores)
+            pccs = ", ".join(
+                f"{s['gene']} {s['pcc']:.3f}" if s["pcc"] == s["pcc"] else f"{s['gene']} n/a" for s in scores
+            )
             fold = test.loc[test["sample"] == sample, "fold"]
-            doc.figure(rel, f"{h.name} {sample} spatial maps",
-                       f"{sample} (fold {int(fold.iloc[0]) if len(fold) else '?'}), {h.name}: PCC {pccs}.", "spatial")
+            doc.figure(
+                rel,
+                f"{h.name} {sample} spatial maps",
+                f"{sample} (fold {int(fold.iloc[0]) if len(fold) else '?'}), {h.name}: PCC {pccs}.",
+                "spatial",
+            )
 
 
 def per_section_scores(run: ReportInputs, doc: Document, site: SiteFiles) -> None:
@@ -169,8 +206,13 @@ def per_section_scores(run: ReportInputs, doc: Document, site: SiteFiles) -> Non
             frame = frame.assign(design=frame["fold"].map(folds.groupby("fold")["design"].first()))
             frame = frame[["fold", "design"] + [c for c in frame.columns if c not in ("fold", "design")]]
         doc.h(3, h.label, f"per-section-{h.name}")
-        doc.table(Table(f"per-section-{h.name}", frame.rename(columns=METRIC_LABEL),
-                        caption=", ".join(f"[{name}](tables/{h.name}/{name})" for name in PER_SECTION_TABLES)))
+        doc.table(
+            Table(
+                f"per-section-{h.name}",
+                frame.rename(columns=METRIC_LABEL),
+                caption=", ".join(f"[{name}](tables/{h.name}/{name})" for name in PER_SECTION_TABLES),
+            )
+        )
         for name in PER_SECTION_TABLES:
             site.add_if_exists(f"tables/{h.name}/{name}", run.results / "metrics" / h.name / name)
 
@@ -182,23 +224,43 @@ def run_facts(run: ReportInputs, doc: Document, site: SiteFiles) -> None:
     site.add_file("tables/folds.tsv", run.results / "folds" / "folds.tsv")
     site.add_file("tables/genes.tsv", run.results / "genes" / "genes.tsv")
     doc.h(3, "Model selection per head", "protocol")
-    doc.table(Table("protocol", pd.DataFrame([
-        {"Head": h.name, "Type": h.spec.get("type", ""), "Model selection": h.protocol, "Folds": len(h.folds)}
-        for h in run.heads])))
+    doc.table(
+        Table(
+            "protocol",
+            pd.DataFrame(
+                [
+                    {
+                        "Head": h.name,
+                        "Type": h.spec.get("type", ""),
+                        "Model selection": h.protocol,
+                        "Folds": len(h.folds),
+                    }
+                    for h in run.heads
+                ]
+            ),
+        )
+    )
     doc.h(3, "Folds", "folds")
     doc.table(Table("folds", pd.DataFrame(_fold_rows(run.folds))))
     doc.h(3, "Time per stage", "times")
     times = stage_times(run.results / "benchmarks")
-    doc.table(Table("times", times, caption="From Snakemake's benchmark files (`results/benchmarks/`): jobs, the "
-                                            "sum and the longest of their wall times (s), peak memory (MB). The report "
-                                            "stage itself is not included."))
+    doc.table(
+        Table(
+            "times",
+            times,
+            caption="From Snakemake's benchmark files (`results/benchmarks/`): jobs, the "
+            "sum and the longest of their wall times (s), peak memory (MB). The report "
+            "stage itself is not included.",
+        )
+    )
     site.add_table("tables/stage_times.tsv", times)
     doc.h(3, "Package versions", "versions")
     doc.table(Table("versions", pd.DataFrame(list(package_versions().items()), columns=["Package", "Version"])))
     doc.code(", ".join(run.genes["gene"].astype(str)), f"The {len(run.genes)} genes")
     if run.config_facts:
-        doc.code(json.dumps(run.config_facts, indent=2, sort_keys=True, default=str),
-                 "Configuration that shaped the results")
+        doc.code(
+            json.dumps(run.config_facts, indent=2, sort_keys=True, default=str), "Configuration that shaped the results"
+        )
 
 
 def _fact_rows(run: ReportInputs) -> list[tuple[str, str]]:
@@ -208,10 +270,16 @@ def _fact_rows(run: ReportInputs) -> list[tuple[str, str]]:
     return [
         ("encoder", f"{facts.get('encoder')} ({facts.get('embed_dim')}-d, {facts.get('precision')})"),
         ("weights SHA-256", str(facts.get("weights_sha256"))),
-        ("tiles", ", ".join(f"{k} {v}" for k, v in tile.items())
-         + ("" if "neighbour_mode" in tile else f"; neighbour_mode {facts.get('neighbour_mode')}")),
-        ("embedding", f"{facts.get('encoder_calls')} tiles in {facts.get('feature_stores')} stores, "
-                      f"{facts.get('embed_wall_s')} s, device {', '.join(facts.get('devices', []))}"),
+        (
+            "tiles",
+            ", ".join(f"{k} {v}" for k, v in tile.items())
+            + ("" if "neighbour_mode" in tile else f"; neighbour_mode {facts.get('neighbour_mode')}"),
+        ),
+        (
+            "embedding",
+            f"{facts.get('encoder_calls')} tiles in {facts.get('feature_stores')} stores, "
+            f"{facts.get('embed_wall_s')} s, device {', '.join(facts.get('devices', []))}",
+        ),
         ("targets", f"{run.recipe} recipe"),
         ("genes", f"{len(run.genes)} ([genes.tsv](tables/genes.tsv))"),
         ("folds", f"{folds['fold'].nunique()} ({scheme}); [folds.tsv](tables/folds.tsv)"),
@@ -228,11 +296,21 @@ def _fold_rows(folds: pd.DataFrame) -> list[dict]:
         row = {"Fold": int(k)}
         if "design" in grp.columns:
             row["Design"] = str(grp["design"].fillna("").iloc[0])
-        row.update({s.capitalize(): ", ".join(grp.loc[grp["split"] == s, "sample"]) or "-"
-                    for s in ("test", "val", "train")})
+        row.update(
+            {s.capitalize(): ", ".join(grp.loc[grp["split"] == s, "sample"]) or "-" for s in ("test", "val", "train")}
+        )
         rows.append(row)
     return rows
 
 
-SECTIONS = (introduction, table1_section, all_metrics, ablation, sweeps, per_gene_pcc, spatial_maps,
-            per_section_scores, run_facts)
+SECTIONS = (
+    introduction,
+    table1_section,
+    all_metrics,
+    ablation,
+    sweeps,
+    per_gene_pcc,
+    spatial_maps,
+    per_section_scores,
+    run_facts,
+)

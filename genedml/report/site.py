@@ -55,8 +55,12 @@ def write_site(doc: Document, files: SiteFiles, site_dir, md_out) -> None:
         prefix = os.path.relpath(Path(site_dir), Path(md_out).parent).replace(os.sep, "/") + "/"
         write_text(md_out, doc.to_markdown(prefix=prefix))
     n_figures = sum(rel.startswith("figures/") for rel in files.copies)
-    log.info("report: %s (%d figures, %d tables)", Path(site_dir) / "index.html", n_figures,
-             len(files.copies) - n_figures + len(files.frames))
+    log.info(
+        "report: %s (%d figures, %d tables)",
+        Path(site_dir) / "index.html",
+        n_figures,
+        len(files.copies) - n_figures + len(files.frames),
+    )
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

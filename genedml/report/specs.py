@@ -36,10 +36,13 @@ def head_report_spec(head: str, cfg: dict) -> dict:
     sweep = _sweep_values(rep.get("sweep") or {}, cfg, where)
     ablation = rep.get("ablation")
     table1 = rep.get("table1", not (ablation or sweep))
-    return {"label": str(rep.get("label", head)), "table1": bool(table1),
-            "ablation": None if ablation in (None, "") else str(ablation),
-            "sweep": {str(k): v for k, v in sweep.items()},
-            "published_as": rep.get("published_as")}
+    return {
+        "label": str(rep.get("label", head)),
+        "table1": bool(table1),
+        "ablation": None if ablation in (None, "") else str(ablation),
+        "sweep": {str(k): v for k, v in sweep.items()},
+        "published_as": rep.get("published_as"),
+    }
 
 
 def _sweep_values(sweep, cfg: dict, where: str) -> dict:
@@ -50,8 +53,10 @@ def _sweep_values(sweep, cfg: dict, where: str) -> dict:
         values = {}
         for param in sweep:
             if param not in cfg:
-                raise ValueError(f"{where}.sweep names {param!r}, which is not a key of the head's config; "
-                                 f"give its value instead: sweep: {{{param}: VALUE}}")
+                raise ValueError(
+                    f"{where}.sweep names {param!r}, which is not a key of the head's config; "
+                    f"give its value instead: sweep: {{{param}: VALUE}}"
+                )
             values[param] = cfg[param]
         sweep = values
     if not isinstance(sweep, dict):

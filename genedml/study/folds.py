@@ -46,8 +46,9 @@ class FoldSpec(StageSpec):
     table: str | None  # scheme table: the TSV
 
 
-def _test_patient_groups(patients: list[str], samples: pd.DataFrame, scheme: str, n_folds: int,
-                         seed: int | None, table: pd.DataFrame | None) -> list[list[str]]:
+def _test_patient_groups(
+    patients: list[str], samples: pd.DataFrame, scheme: str, n_folds: int, seed: int | None, table: pd.DataFrame | None
+) -> list[list[str]]:
     if scheme == "leave_one_patient_out":
         return [[p] for p in patients]
     if scheme == "group_kfold":
@@ -86,7 +87,10 @@ def make_folds(sheet: pd.DataFrame, spec: FoldSpec, table: pd.DataFrame | None =
     elif scheme == "table" and table is not None and "test_samples" in table.columns:
         test_sets, train_sets, designs = _sample_table(sheet, table)
     else:
-        test_sets = [[s for p in g for s in samples_of[p]] for g in _test_patient_groups(patients, sheet, scheme, n_folds, seed, table)]
+        test_sets = [
+            [s for p in g for s in samples_of[p]]
+            for g in _test_patient_groups(patients, sheet, scheme, n_folds, seed, table)
+        ]
         if scheme == "table" and table is not None and "design" in table.columns:
             designs = table.sort_values("fold")["design"].fillna("").astype(str).tolist()
     rows = []
@@ -108,7 +112,12 @@ def make_folds(sheet: pd.DataFrame, spec: FoldSpec, table: pd.DataFrame | None =
             if s not in test and s not in train_samples:
                 continue  # sits this fold out (fold table with train_samples)
             split = "test" if s in test else "val" if s in val else "train"
-            row = {"fold": k, "sample": s, "patient": sheet.loc[sheet["sample"] == s, "patient"].iloc[0], "split": split}
+            row = {
+                "fold": k,
+                "sample": s,
+                "patient": sheet.loc[sheet["sample"] == s, "patient"].iloc[0],
+                "split": split,
+            }
             if designs is not None:
                 row["design"] = designs[k]
             rows.append(row)
@@ -147,13 +156,16 @@ def _sample_table(sheet: pd.DataFrame, table: pd.DataFrame):
 def sheet_dataset(sheet: pd.DataFrame) -> str:
     values = sorted({v for v in sheet["dataset"].astype(str) if v})
     if len(values) != 1:
-        raise InputError(f"folds.scheme 'reference' needs one dataset in the sample sheet, found {values or 'none'}; "
-                         "set `dataset` in the config")
+        raise InputError(
+            f"folds.scheme 'reference' needs one dataset in the sample sheet, found {values or 'none'}; "
+            "set `dataset` in the config"
+        )
     return values[0]
 
 
-def resolve_fold_table(spec: FoldSpec, sheet: pd.DataFrame, dataset: str | None = None
-                       ) -> tuple[FoldSpec, pd.DataFrame | None]:
+def resolve_fold_table(
+    spec: FoldSpec, sheet: pd.DataFrame, dataset: str | None = None
+) -> tuple[FoldSpec, pd.DataFrame | None]:
     """(spec, fold table) ready for ``make_folds``: reads the spec's ``table``; turns scheme ``reference``
     into the shipped reference membership of ``dataset`` (or the sheet's single dataset), restricted to the
     sheet's patients, as a scheme ``table``."""

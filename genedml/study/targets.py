@@ -47,9 +47,14 @@ def grid_neighbours(spatial: np.ndarray, radius_factor: float = 1.5):
     return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
 
 
-def make_targets(counts: np.ndarray, spatial: np.ndarray, recipe: str,
-                 all_gene_totals: np.ndarray | None = None, smooth: bool | None = None,
-                 sample: str | None = None) -> np.ndarray:
+def make_targets(
+    counts: np.ndarray,
+    spatial: np.ndarray,
+    recipe: str,
+    all_gene_totals: np.ndarray | None = None,
+    smooth: bool | None = None,
+    sample: str | None = None,
+) -> np.ndarray:
     counts = np.asarray(counts, dtype=np.float64)
     if recipe == "reference":
         lib = counts.sum(1, keepdims=True)
@@ -63,7 +68,9 @@ def make_targets(counts: np.ndarray, spatial: np.ndarray, recipe: str,
         y = np.log1p(1e4 * counts / np.where(lib > 0, lib, 1.0))
         smooth = False if smooth is None else smooth
     else:
-        raise InputError(f"unknown target recipe {recipe!r}; choose one of {', '.join(schema.choices('targets.recipe'))}", sample)
+        raise InputError(
+            f"unknown target recipe {recipe!r}; choose one of {', '.join(schema.choices('targets.recipe'))}", sample
+        )
     if smooth:
         adj = grid_neighbours(np.asarray(spatial, dtype=float))
         y = np.asarray(adj @ y) / np.asarray(adj.sum(1))
@@ -90,6 +97,9 @@ def build_sample_targets(st_path, sample: str, genes: list[str], recipe: str, ou
     out_ad.layers["counts"] = counts.astype(np.int32)
     out_ad.obsm["spatial"] = np.asarray(adata.obsm["spatial"], dtype=float)
     out_ad.obsm["array_coords"] = array_coords(adata)
-    out_ad.uns["genedml_targets"] = {"recipe": recipe, "smooth": bool(recipe == "reference" if smooth is None else smooth)}
+    out_ad.uns["genedml_targets"] = {
+        "recipe": recipe,
+        "smooth": bool(recipe == "reference" if smooth is None else smooth),
+    }
     with atomic_path(out) as tmp:
         out_ad.write_h5ad(tmp)

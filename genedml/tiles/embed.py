@@ -77,8 +77,16 @@ def _encode(loader, runner: EncoderRunner, sink: UnitBuffers, batch_size: int, b
     return calls
 
 
-def _run_facts(g: Geometry, encoder: Encoder, precision: str, units: list[Unit], calls: int, wall: float,
-               device: str, n_tokens: int) -> dict:
+def _run_facts(
+    g: Geometry,
+    encoder: Encoder,
+    precision: str,
+    units: list[Unit],
+    calls: int,
+    wall: float,
+    device: str,
+    n_tokens: int,
+) -> dict:
     """The store's attributes and ``embed_sample``'s result: what was embedded, how, and at what cost."""
     facts = {
         "genedml_features_version": FORMAT_VERSION,
@@ -131,8 +139,15 @@ def embed_sample(
     tokens = bool(getattr(encoder, "cache_local_tokens", False))
     n_tokens = token_count(encoder, g.spec.tile_px, device) if tokens else 0
     grid_mode = g.spec.neighbour_mode == "grid"
-    layout = StoreLayout(g.n_spots, g.spec.grid * g.spec.grid, encoder.embed_dim, g.spec.neighbour_mode,
-                         len(g.grid_nodes) if grid_mode else 0, n_tokens, chunk_bytes)
+    layout = StoreLayout(
+        g.n_spots,
+        g.spec.grid * g.spec.grid,
+        encoder.embed_dim,
+        g.spec.neighbour_mode,
+        len(g.grid_nodes) if grid_mode else 0,
+        n_tokens,
+        chunk_bytes,
+    )
     units, unit_items = plan_units(g, layout, reuse_grid_locals=not tokens)
     fingerprint = store_fingerprint(g, encoder, precision, n_tokens, layout)
     store, done, tmp = resume_or_create(out, g, layout, fingerprint, len(units))
@@ -142,8 +157,14 @@ def embed_sample(
     runner = EncoderRunner(encoder, device, batch_size, g.spec.tile_px, tokens)
     loader = region_loader(g.slide_path, g.scale, g.spec.tile_px, todo, num_workers)
     t0 = time.perf_counter()
-    bar = tqdm(total=int(sum(len(it.cuts) for it in todo)), desc=f"embed {g.sample} ({g.spec.neighbour_mode})",
-               unit="tile", mininterval=5, file=sys.stderr, disable=not progress)
+    bar = tqdm(
+        total=int(sum(len(it.cuts) for it in todo)),
+        desc=f"embed {g.sample} ({g.spec.neighbour_mode})",
+        unit="tile",
+        mininterval=5,
+        file=sys.stderr,
+        disable=not progress,
+    )
     with torch.inference_mode():
         sink.flush()  # units with nothing to encode (e.g. all locals reused)
         calls = _encode(loader, runner, sink, batch_size, bar)
@@ -155,7 +176,13 @@ def embed_sample(
 
     facts = _run_facts(g, encoder, precision, units, calls, wall, device, n_tokens)
     finish_store(store, facts, tmp, out)
-    log.info("%s: %d spots, %d encoder calls this run (%d in the store), %.1f s (%.1f tiles/s)",
-             g.sample, g.n_spots, calls, facts["encoder_calls"], wall, calls / max(wall, 1e-9))
+    log.info(
+        "%s: %d spots, %d encoder calls this run (%d in the store), %.1f s (%.1f tiles/s)",
+        g.sample,
+        g.n_spots,
+        calls,
+        facts["encoder_calls"],
+        wall,
+        calls / max(wall, 1e-9),
+    )
     return facts
-

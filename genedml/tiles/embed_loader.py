@@ -56,7 +56,11 @@ def region_loader(slide_path: str, scale: float, tile_px: int, items: list[Item]
     import torch
 
     return torch.utils.data.DataLoader(
-        RegionTiles(slide_path, scale, tile_px, items), batch_size=None, shuffle=False,
-        num_workers=num_workers, worker_init_fn=init_loader_worker if num_workers else None,
-        prefetch_factor=4 if num_workers else None, persistent_workers=False,
+        RegionTiles(slide_path, scale, tile_px, items),
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        worker_init_fn=init_loader_worker if num_workers else None,
+        prefetch_factor=4 if num_workers else None,
+        persistent_workers=False,
     )

@@ -82,8 +82,12 @@ def _centred_units(g: Geometry, layout: StoreLayout) -> tuple[list[Unit], list[l
             keep[centre] = True  # the centre tile is the local crop: always encoded
             slots = np.flatnonzero(keep)
             cuts = np.column_stack([np.zeros(len(slots), np.int64), slot_xy[slots]])
-            dest = _dest(u, np.full(len(slots), i - lo), np.where(g.neighbour_mask[i, slots], slots, -1),
-                         (slots == centre).astype(np.int64))
+            dest = _dest(
+                u,
+                np.full(len(slots), i - lo),
+                np.where(g.neighbour_mask[i, slots], slots, -1),
+                (slots == centre).astype(np.int64),
+            )
             box = np.array([_centred_box(g.centres[i], px * grid, g.scale)])
             unit_items.append(Item(box, cuts.astype(np.int64), dest))
         units.append(Unit("spots", lo, hi, sum(len(it.cuts) for it in unit_items)))
@@ -114,8 +118,9 @@ def _grid_node_units(g: Geometry, layout: StoreLayout) -> tuple[list[Unit], list
             x0 = origin[0] + c0 * stride0 - half0
             y0 = origin[1] + r0 * stride0 - half0
             box = np.array([[x0, y0, (c1 - c0) * stride_px + px, (r1 - r0) * stride_px + px]])
-            cuts = np.column_stack([np.zeros(len(rows), np.int64), (rc[rows, 1] - c0) * stride_px,
-                                    (rc[rows, 0] - r0) * stride_px])
+            cuts = np.column_stack(
+                [np.zeros(len(rows), np.int64), (rc[rows, 1] - c0) * stride_px, (rc[rows, 0] - r0) * stride_px]
+            )
             dest = _dest(u, rows - lo, np.full(len(rows), -1), np.zeros(len(rows), np.int64))
             unit_items.append(Item(box, cuts.astype(np.int64), dest))
         units.append(Unit("nodes", lo, hi, hi - lo))
@@ -123,8 +128,9 @@ def _grid_node_units(g: Geometry, layout: StoreLayout) -> tuple[list[Unit], list
     return units, items
 
 
-def _grid_local_units(g: Geometry, layout: StoreLayout, first_unit: int,
-                      reuse: np.ndarray) -> tuple[list[Unit], list[list[Item]]]:
+def _grid_local_units(
+    g: Geometry, layout: StoreLayout, first_unit: int, reuse: np.ndarray
+) -> tuple[list[Unit], list[list[Item]]]:
     """Grid mode, then: the local crops, read centred on their spots unless reused from a grid tile."""
     px = g.spec.tile_px
     centre = (g.spec.grid * g.spec.grid) // 2

@@ -39,8 +39,10 @@ def token_count(encoder: Encoder, tile_px: int, device: str) -> int:
     with torch.inference_mode():
         probe = encoder.model.to(device).forward_features(torch.zeros(1, 3, tile_px, tile_px, device=device))
     if probe.ndim != 3:
-        raise ValueError(f"encoder {encoder.name!r} gives no token sequence (forward_features shape "
-                         f"{tuple(probe.shape)}); cache_local_tokens needs a ViT-like encoder")
+        raise ValueError(
+            f"encoder {encoder.name!r} gives no token sequence (forward_features shape "
+            f"{tuple(probe.shape)}); cache_local_tokens needs a ViT-like encoder"
+        )
     return int(probe.shape[1])
 
 
@@ -72,8 +74,10 @@ class EncoderRunner:
         self.pending = None
         self.slot = 0
         n_buf = 2 if self.cuda else 1
-        self.staging = [torch.empty((batch_size, tile_px, tile_px, 3), dtype=torch.uint8, pin_memory=self.cuda)
-                        for _ in range(n_buf)]
+        self.staging = [
+            torch.empty((batch_size, tile_px, tile_px, 3), dtype=torch.uint8, pin_memory=self.cuda)
+            for _ in range(n_buf)
+        ]
         if self.cuda:
             self.host = [torch.empty((batch_size, self.dim), dtype=torch.float32, pin_memory=True) for _ in range(2)]
             self.host_tok = [None, None]
@@ -88,7 +92,9 @@ class EncoderRunner:
         x = x.permute(0, 3, 1, 2)  # NHWC uint8 viewed as NCHW: channels-last strides, no copy
         x = x.to(torch.float32, memory_format=torch.channels_last)
         x = (x - self.mean) * self.inv_std
-        with torch.autocast(device_type="cuda" if self.cuda else "cpu", dtype=self.dtype, enabled=self.dtype is not None):
+        with torch.autocast(
+            device_type="cuda" if self.cuda else "cpu", dtype=self.dtype, enabled=self.dtype is not None
+        ):
             if self.tokens:
                 toks = self.model.forward_features(x)
                 return self.model.forward_head(toks), toks
@@ -112,8 +118,9 @@ class EncoderRunner:
             sel = toks[torch.from_numpy(local_rows).to(self.device)].to(torch.float16)
             buf = self.host_tok[k]
             if buf is None or buf.shape[0] < n_tok or buf.shape[1:] != sel.shape[1:]:
-                buf = self.host_tok[k] = torch.empty((len(self.staging[k]), *sel.shape[1:]), dtype=torch.float16,
-                                                     pin_memory=True)
+                buf = self.host_tok[k] = torch.empty(
+                    (len(self.staging[k]), *sel.shape[1:]), dtype=torch.float16, pin_memory=True
+                )
             buf[:n_tok].copy_(sel, non_blocking=True)
         self.events[k].record()
         previous, self.pending = self.pending, (k, n, n_tok, dest)

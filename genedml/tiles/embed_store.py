@@ -87,7 +87,8 @@ class UnitBuffers:
         buf = self._buffer(u)
         if unit.kind == "locals" and len(unit.copy_rows):
             buf["local"][unit.copy_rows] = self.store["grid_tiles"].get_orthogonal_selection(
-                (unit.copy_nodes, slice(None)))
+                (unit.copy_nodes, slice(None))
+            )
         for name, values in buf.items():
             self.store[name][unit.lo : unit.hi] = values.astype(np.float16)
         self.store["progress"][u] = True  # after the data: a unit marked done is on disk
@@ -111,11 +112,21 @@ def _slide_identity(path: str) -> list:
 
 def store_fingerprint(g: Geometry, encoder: Encoder, precision: str, n_tokens: int, layout: StoreLayout) -> str:
     """SHA-256 of everything the store's contents depend on: a partial store resumes only when it matches."""
-    return hashlib.sha256(json.dumps({
-        "format": FORMAT_VERSION, "geometry": _hash_geometry(g), "slide": _slide_identity(g.slide_path),
-        "encoder": encoder.identity(), "precision": precision, "tokens": n_tokens,
-        "chunks": [layout.spot_rows, layout.node_rows, layout.token_rows],
-    }, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(
+            {
+                "format": FORMAT_VERSION,
+                "geometry": _hash_geometry(g),
+                "slide": _slide_identity(g.slide_path),
+                "encoder": encoder.identity(),
+                "precision": precision,
+                "tokens": n_tokens,
+                "chunks": [layout.spot_rows, layout.node_rows, layout.token_rows],
+            },
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()
 
 
 def partial_path(out: Path, fingerprint: str) -> Path:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 from genedml.compat import import_timm
 from genedml.pipeline import schema
@@ -48,8 +49,14 @@ class Encoder:
     def identity(self) -> dict:
         """What makes this encoder's outputs what they are (for cache fingerprints): the config that built
         it, or else a hash of its parameters."""
-        ident = {"name": self.name, "weights_sha256": self.weights_sha256, "embed_dim": self.embed_dim,
-                 "mean": list(self.mean), "std": list(self.std), "precision": self.precision}
+        ident = {
+            "name": self.name,
+            "weights_sha256": self.weights_sha256,
+            "embed_dim": self.embed_dim,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "precision": self.precision,
+        }
         if "config" in self.info:
             ident["config"] = self.info["config"]
         else:
@@ -128,11 +135,18 @@ def build_uni(weights=None, expected_sha256=None, allow_random_init=False, model
         raise FileNotFoundError(f"UNI weights file {weights} does not exist. " + UNI_HELP)
     model = timm.create_model("vit_large_patch16_224", pretrained=False, **uni_kwargs(**(model_kwargs or {})))
     digest = RANDOM_INIT if weights is None else load_weights(model, weights, expected_sha256)
-    return Encoder("uni", _freeze(model), model.num_features, weights_sha256=digest,
-                   weights_path=None if weights is None else str(weights))
+    return Encoder(
+        "uni",
+        _freeze(model),
+        model.num_features,
+        weights_sha256=digest,
+        weights_path=None if weights is None else str(weights),
+    )
 
 
-def build_timm(name: str, weights=None, expected_sha256=None, allow_random_init=False, model_kwargs=None, **_) -> Encoder:
+def build_timm(
+    name: str, weights=None, expected_sha256=None, allow_random_init=False, model_kwargs=None, **_
+) -> Encoder:
     """Any timm model by name, pooled output (num_classes=0); local weights optional."""
     timm = import_timm()
     if weights is None and not allow_random_init:
@@ -156,6 +170,7 @@ def build_timm(name: str, weights=None, expected_sha256=None, allow_random_init=
 
 
 REGISTRY: dict[str, Callable[..., Encoder]] = {"uni": build_uni}
+
 
 # encoder settings that change how fast features are made, never what they are
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ so heads never see the difference. Attributes: encoder, weights_sha256, tile spe
 version, sample, slide µm/px, encoder calls, and ``complete`` (set last). The store is written under a
 hidden ``.{sample}.partial-*.zarr`` name and renamed into place when complete (see ``embed.py``).
 
-Chunks and compression (measured by ``genedml bench embed``, see README "Embedding engine"): chunks hold
+Chunks and compression (measured by ``genedml bench embed``, see docs/embedding.md): chunks hold
 whole spots (or grid tiles) and about ``CHUNK_BYTES`` each, so loading a sample reads a few large files;
 the codec is blosc Zstandard over byte-shuffled float16. Float16 embeddings barely compress: 1.09x for
 Gaussian float16 with any zstd variant, 1.40x (vs 1.12x for plain zstd) on a small encoder's real output.
@@ -69,10 +69,16 @@ class SampleFeatures:
     def n_spots(self) -> int:
         return len(self.barcodes)
 
-    def subset(self, index) -> "SampleFeatures":
+    def subset(self, index) -> SampleFeatures:
         return SampleFeatures(
-            self.sample, self.local[index], self.neighbour[index], self.neighbour_mask[index],
-            self.barcodes[index], self.spatial[index], self.array_coords[index], self.attrs,
+            self.sample,
+            self.local[index],
+            self.neighbour[index],
+            self.neighbour_mask[index],
+            self.barcodes[index],
+            self.spatial[index],
+            self.array_coords[index],
+            self.attrs,
         )
 
 
@@ -192,6 +198,7 @@ def open_local_tokens(path: str | os.PathLike, sample: str | None = None):
     saying how to enable the cache."""
     group, _ = _open_complete(path, sample)
     if "local_tokens" not in group:
-        raise InputError("this store has no local token cache (set encoder.cache_local_tokens: true and re-embed)",
-                         sample, path)
+        raise InputError(
+            "this store has no local token cache (set encoder.cache_local_tokens: true and re-embed)", sample, path
+        )
     return group["local_tokens"]

@@ -22,15 +22,14 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from genedml.atomic import atomic_path
 from genedml.errors import InputError
 from genedml.pipeline.spec import StageSpec
-
 
 
 def parse_grid_offset(value) -> tuple[float, float] | None:
@@ -64,15 +63,23 @@ class TileSpec(StageSpec):
     @classmethod
     def convert(cls, values: dict) -> dict:
         mpp = values["target_mpp"]
-        return {**values, "tile_px": int(values["tile_px"]), "grid": int(values["grid"]),
-                "target_mpp": None if mpp == "native" else float(mpp), "min_inside": float(values["min_inside"]),
-                "grid_stride": float(values["grid_stride"]), "grid_offset": parse_grid_offset(values["grid_offset"])}
+        return {
+            **values,
+            "tile_px": int(values["tile_px"]),
+            "grid": int(values["grid"]),
+            "target_mpp": None if mpp == "native" else float(mpp),
+            "min_inside": float(values["min_inside"]),
+            "grid_stride": float(values["grid_stride"]),
+            "grid_offset": parse_grid_offset(values["grid_offset"]),
+        }
 
     def __post_init__(self):
         # the schema allows each value on its own; these checks span two settings
         stride_px = self.tile_px * self.grid_stride
         if abs(stride_px - round(stride_px)) > 1e-9:
-            raise ValueError(f"grid_stride {self.grid_stride} x tile_px {self.tile_px} must be a whole number of pixels")
+            raise ValueError(
+                f"grid_stride {self.grid_stride} x tile_px {self.tile_px} must be a whole number of pixels"
+            )
 
     @property
     def steps_per_tile(self) -> int:
@@ -135,12 +142,14 @@ class Geometry:
         }
         if self.spec.neighbour_mode == "grid":
             mis = np.abs(self.misalignment) * self.slide_mpp
-            facts.update({
-                "grid_nodes": len(self.grid_nodes),
-                "grid_origin_px": [round(v, 3) for v in self.grid_origin],
-                "misalignment_um_mean": round(float(np.hypot(mis[:, 0], mis[:, 1]).mean()), 3),
-                "misalignment_um_max_per_axis": round(float(mis.max()) if len(mis) else 0.0, 3),
-            })
+            facts.update(
+                {
+                    "grid_nodes": len(self.grid_nodes),
+                    "grid_origin_px": [round(v, 3) for v in self.grid_origin],
+                    "misalignment_um_mean": round(float(np.hypot(mis[:, 0], mis[:, 1]).mean()), 3),
+                    "misalignment_um_max_per_axis": round(float(mis.max()) if len(mis) else 0.0, 3),
+                }
+            )
         return facts
 
     def save(self, path: str | os.PathLike) -> None:
@@ -156,8 +165,12 @@ class Geometry:
         }
         grid = {}
         if self.spec.neighbour_mode == "grid":
-            grid = dict(grid_nodes=self.grid_nodes, grid_node_rc=self.grid_node_rc,
-                        neighbour_index=self.neighbour_index, misalignment=self.misalignment)
+            grid = dict(
+                grid_nodes=self.grid_nodes,
+                grid_node_rc=self.grid_node_rc,
+                neighbour_index=self.neighbour_index,
+                misalignment=self.misalignment,
+            )
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez_compressed(
@@ -173,7 +186,7 @@ class Geometry:
                 )
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Geometry":
+    def load(cls, path: str | os.PathLike) -> Geometry:
         with np.load(path, allow_pickle=False) as z:
             attrs = json.loads(str(z["attrs"]))
             spec = dict(attrs["spec"])
@@ -294,8 +307,13 @@ def grid_neighbourhoods(centres: np.ndarray, tile0: float, spec: TileSpec) -> di
     cols_rows = nearest[:, None, :] + steps[None]  # (N, T, 2) as (col, row)
     node_centres = o + cols_rows * stride0
     misalignment = o + nearest * stride0 - centres
-    return {"neighbour_centres": node_centres, "cols_rows": cols_rows, "grid_origin": (float(o[0]), float(o[1])),
-            "misalignment": misalignment, "stride0": stride0}
+    return {
+        "neighbour_centres": node_centres,
+        "cols_rows": cols_rows,
+        "grid_origin": (float(o[0]), float(o[1])),
+        "misalignment": misalignment,
+        "stride0": stride0,
+    }
 
 
 # grid mode reads the slide in square blocks about this many tiles wide (1120 px for 224 px tiles, like one

@@ -14,8 +14,8 @@ SUBMITTED = re.compile(r"Job (?P<job>\S+) has been submitted with SLURM jobid (?
 @dataclass(frozen=True)
 class JobBlock:
     rule: str
-    wildcards: str        # as Snakemake prints it, e.g. "sample=S1" ('' for none)
-    group: str | None     # the group job it was printed in, if any
+    wildcards: str  # as Snakemake prints it, e.g. "sample=S1" ('' for none)
+    group: str | None  # the group job it was printed in, if any
     local: bool
     resources: str = ""
 
@@ -36,8 +36,15 @@ def job_blocks(text: str) -> list[JobBlock]:
 
     def close():
         if current is not None:
-            blocks.append(JobBlock(current["rule"], current.get("wildcards", ""), current["group"],
-                                   current["local"], current.get("resources", "")))
+            blocks.append(
+                JobBlock(
+                    current["rule"],
+                    current.get("wildcards", ""),
+                    current["group"],
+                    current["local"],
+                    current.get("resources", ""),
+                )
+            )
 
     for line in text.splitlines():
         if m := GROUP_LINE.search(line):

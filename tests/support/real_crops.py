@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from genedml.study.genes import read_gene_list
 from genedml.io.legacy_st import LegacyFiles
+from genedml.study.genes import read_gene_list
 
 
 def make_legacy_crop(src_root: Path, section: str, dst_root: Path, side: int = 1600, margin: int = 120) -> int:
@@ -23,8 +23,12 @@ def make_legacy_crop(src_root: Path, section: str, dst_root: Path, side: int = 1
     counts = pd.read_csv(src.counts, sep="\t", index_col=0)
     cx, cy = spots["pixel_x"].median(), spots["pixel_y"].median()
     x0, y0 = int(cx - side / 2), int(cy - side / 2)
-    inside = spots[(spots.pixel_x > x0 + margin) & (spots.pixel_x < x0 + side - margin)
-                   & (spots.pixel_y > y0 + margin) & (spots.pixel_y < y0 + side - margin)].copy()
+    inside = spots[
+        (spots.pixel_x > x0 + margin)
+        & (spots.pixel_x < x0 + side - margin)
+        & (spots.pixel_y > y0 + margin)
+        & (spots.pixel_y < y0 + side - margin)
+    ].copy()
     inside["pixel_x"] -= x0
     inside["pixel_y"] -= y0
     ids = [f"{x}x{y}" for x, y in zip(inside["x"], inside["y"])]

@@ -51,8 +51,10 @@ def ensure_installed(timeout_s: int = 900) -> str:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     # another apt-get may hold the dpkg lock for a while: wait for it rather than fail
     lock = ["-o", "DPkg::Lock::Timeout=300"]
-    steps = [["apt-get", *lock, "update", "-qq"],
-             ["apt-get", *lock, "install", "-y", "-qq", "--no-install-recommends", *PACKAGES]]
+    steps = [
+        ["apt-get", *lock, "update", "-qq"],
+        ["apt-get", *lock, "install", "-y", "-qq", "--no-install-recommends", *PACKAGES],
+    ]
     for cmd in steps:
         try:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
@@ -108,7 +110,9 @@ class OneNodeSlurm:
         gres_types = gres = ""
         if self.gpus:
             gres_types, gres = "GresTypes=gpu", f" Gres=gpu:{self.gpus}"
-            (self.conf.parent / "gres.conf").write_text(f"NodeName={self.node} Name=gpu File=/dev/null Count={self.gpus}\n")
+            (self.conf.parent / "gres.conf").write_text(
+                f"NodeName={self.node} Name=gpu File=/dev/null Count={self.gpus}\n"
+            )
         self.conf.write_text(f"""\
 ClusterName=genedmltest
 SlurmctldHost={self.node}(127.0.0.1)
@@ -144,8 +148,9 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
 
     def _spawn(self, name: str, cmd: list[str]) -> None:
         out = open(self.root / "log" / f"{name}.out", "w")
-        self.procs[name] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                            stdin=subprocess.DEVNULL)
+        self.procs[name] = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env, stdin=subprocess.DEVNULL
+        )
         out.close()
 
     def start(self, timeout_s: float = 60) -> None:
@@ -168,9 +173,18 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
         SYSTEM_CONF.symlink_to(self.conf)
         self.linked_system_conf = True
         m = self.root / "munge"
-        self._spawn("munged", ["munged", "--foreground", f"--key-file={key}", f"--socket={m}/munge.socket",
-                               f"--pid-file={m}/munged.pid", f"--log-file={m}/munged.log",
-                               f"--seed-file={m}/munged.seed"])
+        self._spawn(
+            "munged",
+            [
+                "munged",
+                "--foreground",
+                f"--key-file={key}",
+                f"--socket={m}/munge.socket",
+                f"--pid-file={m}/munged.pid",
+                f"--log-file={m}/munged.log",
+                f"--seed-file={m}/munged.seed",
+            ],
+        )
         self._wait(lambda: (m / "munge.socket").exists(), timeout_s, "munged socket")
         self._spawn("slurmctld", ["slurmctld", "-D", "-f", str(self.conf)])
         self._spawn("slurmd", ["slurmd", "-D", "-f", str(self.conf)])
@@ -200,8 +214,9 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
 
     def jobs_json(self) -> list[dict]:
         """Every job the controller remembers, as squeue's JSON records (finished ones for MinJobAge s)."""
-        out = subprocess.run(["squeue", "--json", "-t", "all"], capture_output=True, text=True, env=self.env,
-                             check=True).stdout
+        out = subprocess.run(
+            ["squeue", "--json", "-t", "all"], capture_output=True, text=True, env=self.env, check=True
+        ).stdout
         return json.loads(out)["jobs"]
 
     def _jobs_still_running(self) -> bool:

@@ -20,7 +20,7 @@ def need_shared(*parts: str) -> Path:
     """Path under ../shared/data, or skip the test with the reason."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"real data not available: {path} is absent (see ../shared/data/README.md)")
+        pytest.skip(f"real data not available: {path} is absent (the team's shared data folder beside this checkout)")
     return path
 
 
@@ -48,7 +48,7 @@ def tiny_config(workdir: Path, samples: list[tuple[str, str]], **overrides) -> P
     config["genes"]["n_top"] = 40
     config["report"] = {"pcc_h_genes": 20}
     # only the cheap ridge head from config.yaml: the neural heads have their own pipeline tests
-    # (tests/test_heads_pipeline.py); pass heads=... to add some
+    # (tests/workflow/test_heads_pipeline.py); pass heads=... to add some
     config["heads"] = {"ridge": config["heads"]["ridge"]}
     return write_config(workdir, config, **overrides)
 
@@ -56,8 +56,16 @@ def tiny_config(workdir: Path, samples: list[tuple[str, str]], **overrides) -> P
 def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the repository's Snakefile with ``workdir`` as working directory (outputs under workdir/results)."""
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(configfile), *args]
+    cmd = [
+        str(BIN / "snakemake"),
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        *args,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
@@ -71,8 +79,8 @@ def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
     if "Nothing to be done" in text:
         return jobs
     lines = text.splitlines()
-    start = next(i for i, l in enumerate(lines) if l.startswith("Job stats:"))
-    for line in lines[start + 3:]:
+    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats:"))
+    for line in lines[start + 3 :]:
         parts = line.split()
         if len(parts) != 2 or not parts[1].isdigit():
             break

@@ -39,9 +39,21 @@ def test_summary_table_and_report(run):
 def test_every_rule_wrote_a_log_and_a_feature_store(run):
     work, _ = run
     logs = {p.relative_to(work / "results/logs").parts[0] for p in (work / "results/logs").rglob("*.log")}
-    assert logs >= {"demo_data", "tile", "embed", "targets", "select_genes.log", "folds.log", "train",
-                    "evaluate", "summarize.log", "thumbnail", "figures", "figures_overview.log",
-                    "report_markdown.log"}
+    assert logs >= {
+        "demo_data",
+        "tile",
+        "embed",
+        "targets",
+        "select_genes.log",
+        "folds.log",
+        "train",
+        "evaluate",
+        "summarize.log",
+        "thumbnail",
+        "figures",
+        "figures_overview.log",
+        "report_markdown.log",
+    }
     store = zarr.open_group(str(work / "results/features/resnet18/S1.zarr"), mode="r")
     assert store.attrs["complete"] and store.attrs["weights_sha256"] == "random-init"
     assert store["neighbour"].shape[1:] == (25, 512)
@@ -61,14 +73,16 @@ def test_predictions_open_in_scanpy_layout(run):
 
 def test_scrambled_features_predict_nothing(run):
     """Control: the same head on features shuffled across spots loses the signal."""
-    from genedml.heads.ridge import RidgeHead
     from genedml.evaluation.metrics import nanmean, pearson_per_gene
+    from genedml.heads.ridge import RidgeHead
     from genedml.heads.train import load_section
 
     work, config = run
     cfg = yaml.safe_load(config.read_text())["heads"]["ridge"]
-    secs = {s: load_section(s, p, work / f"results/features/resnet18/{s}.zarr", work / f"results/targets/{s}.h5ad")
-            for s, p in SAMPLES}
+    secs = {
+        s: load_section(s, p, work / f"results/features/resnet18/{s}.zarr", work / f"results/targets/{s}.h5ad")
+        for s, p in SAMPLES
+    }
     rng = np.random.default_rng(0)
     for s in secs.values():
         perm = rng.permutation(s.n_spots)
@@ -81,8 +95,13 @@ def test_scrambled_features_predict_nothing(run):
 
 
 def test_dry_run_and_lint_from_a_fresh_checkout(tmp_path):
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     clone = tmp_path / "clone"
     for f in files:
         if (REPO / f).is_file():

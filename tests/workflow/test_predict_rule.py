@@ -13,8 +13,9 @@ def test_predict_rule_plans_new_sections_through_the_same_tiling_and_embedding(d
     """Dry run: a section listed under `predict` is tiled and embedded like the training sections, then
     every fold model of each chosen head predicts it; nothing is planned for it without the section."""
     samples = [("T1", "PA"), ("T2", "PA"), ("T3", "PB"), ("T4", "PB"), ("T5", "PC"), ("T6", "PC")]
-    config = tiny_config(tmp_path, samples, predict={"samples": ["S1", "S2"], "hest_dir": str(demo_hest),
-                                                     "heads": ["ridge"]})
+    config = tiny_config(
+        tmp_path, samples, predict={"samples": ["S1", "S2"], "hest_dir": str(demo_hest), "heads": ["ridge"]}
+    )
     jobs = planned_jobs(snakemake(tmp_path, config, "-n", "--cores", "1"))
     assert jobs["predict"] == 2
     assert jobs["tile"] == len(samples) + 2 and jobs["embed"] == len(samples) + 2

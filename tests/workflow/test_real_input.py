@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from support.workflow import REPO, SHARED, need_shared, planned_jobs, snakemake, write_config
+from genedml.errors import InputError
 from genedml.io.datasets import gene_list_path, reference_folds, sections, symbol_fixes
 from genedml.io.sample_sheet import registry_sheet
-from genedml.errors import InputError
 from genedml.study.folds import FoldSpec, make_folds, resolve_fold_table
 from genedml.study.genes import read_gene_list
+from support.workflow import REPO, SHARED, need_shared, planned_jobs, snakemake, write_config
 
 SHARED_CONFIG = REPO / "workflow/configs/her2st-shared.yaml"
 
@@ -33,7 +33,9 @@ def test_registry_knows_the_three_datasets():
     assert counts == {"her2st": (36, 8), "stnet": (68, 23), "cscc": (12, 4)}
     sheet = registry_sheet("HER2ST", ["B4", "SPA141"], "hest_id")
     assert sheet[["sample", "patient", "section", "hest_id"]].values.tolist() == [
-        ["SPA145", "B", "B4", "SPA145"], ["SPA141", "C", "C2", "SPA141"]]
+        ["SPA145", "B", "B4", "SPA145"],
+        ["SPA141", "C", "C2", "SPA141"],
+    ]
     assert registry_sheet("her2st", ["B4", "C2"], "section")["sample"].tolist() == ["B4", "C2"]
     with pytest.raises(InputError, match="has no sample 'Z9'"):
         registry_sheet("her2st", ["B4", "Z9"], "hest_id")
@@ -48,8 +50,10 @@ def test_shipped_reference_folds_match_the_reference_table():
     ref = pd.read_csv(ref_path, sep="\t", dtype=str)
     legacy = ref[ref["scheme"].str.startswith("legacy")]
     for dataset, name in [("stnet", "stnet"), ("her2st", "her2st"), ("cscc", "skin(skinst)")]:
-        want = [sorted(p.replace("Patient ", "").strip() for p in r.split(","))
-                for r in legacy[legacy["dataset"] == name].sort_values("fold")["test_patients"]]
+        want = [
+            sorted(p.replace("Patient ", "").strip() for p in r.split(","))
+            for r in legacy[legacy["dataset"] == name].sort_values("fold")["test_patients"]
+        ]
         if dataset == "cscc":
             want = [[f"P{p.lstrip('P')}" for p in g] for g in want]
         got = [sorted(r.split(",")) for r in reference_folds(dataset, "legacy")["test_patients"]]
@@ -110,7 +114,11 @@ def test_gene_lists_against_real_her2st_counts():
     assert [g for g in published if g in anywhere and g not in every] == ["IGF2BP2"]
     fixes = symbol_fixes("her2st")
     assert dict(zip(fixes["published"], fixes["corrected"])) == {
-        "PDPF": "PPDPF", "HIFX": "H1FX", "ARHGDI1": "ARHGDIA", "IGF2BP2": "IGFBP2"}
+        "PDPF": "PPDPF",
+        "HIFX": "H1FX",
+        "ARHGDI1": "ARHGDIA",
+        "IGF2BP2": "IGFBP2",
+    }
     for dataset in ("stnet", "cscc"):  # every fix of the other lists points at a symbol HER2ST knows
         assert set(symbol_fixes(dataset)["corrected"]) <= anywhere
     with pytest.raises(InputError, match="built-in lists"):
@@ -133,14 +141,33 @@ def test_aperio_svs_opens_through_the_hest_reader(tmp_path):
     os.symlink(svs, root / "wsis" / "CMU1.svs")
     xs, ys = np.meshgrid(np.arange(300, 2000, 400), np.arange(300, 2800, 400))
     n = xs.size
-    a = ad.AnnData(X=np.random.default_rng(0).poisson(3, (n, 5)).astype(np.int32),
-                   obs=pd.DataFrame(index=[f"s{i}" for i in range(n)]), var=pd.DataFrame(index=list("ABCDE")))
+    a = ad.AnnData(
+        X=np.random.default_rng(0).poisson(3, (n, 5)).astype(np.int32),
+        obs=pd.DataFrame(index=[f"s{i}" for i in range(n)]),
+        var=pd.DataFrame(index=list("ABCDE")),
+    )
     a.obsm["spatial"] = np.stack([xs.ravel(), ys.ravel()], 1).astype(float)
     a.write_h5ad(root / "st" / "CMU1.h5ad")
     (root / "metadata" / "CMU1.json").write_text(json.dumps({"id": "CMU1", "st_technology": "none"}))
     out = tmp_path / "CMU1.npz"
-    assert main(["tile", "--hest-dir", str(root), "--sample", "CMU1", "--out", str(out), "--tile-px", "32",
-                 "--target-mpp", "1.0"]) == 0
+    assert (
+        main(
+            [
+                "tile",
+                "--hest-dir",
+                str(root),
+                "--sample",
+                "CMU1",
+                "--out",
+                str(out),
+                "--tile-px",
+                "32",
+                "--target-mpp",
+                "1.0",
+            ]
+        )
+        == 0
+    )
     g = Geometry.load(out)
     assert g.slide_mpp == pytest.approx(0.499, abs=1e-6)
     assert g.mpp_source == "slide tags"
@@ -203,8 +230,12 @@ def test_sample_sheet_naming_missing_samples_fails_before_running(tmp_path):
     (hest / "st").mkdir(parents=True)
     sheet = tmp_path / "sheet.tsv"
     sheet.write_text("sample\tpatient\tdataset\nSPA145\tB\ther2st\n")
-    cfg = _abs_shared_config(tmp_path, samples=str(sheet), data={"source": "hest", "hest_dir": str(hest)},
-                             folds={"scheme": "leave_one_sample_out", "table": None})
+    cfg = _abs_shared_config(
+        tmp_path,
+        samples=str(sheet),
+        data={"source": "hest", "hest_dir": str(hest)},
+        folds={"scheme": "leave_one_sample_out", "table": None},
+    )
     proc = snakemake(tmp_path, cfg, "-n", check=False)
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "sample 'SPA145'" in text and str(hest / "st" / "SPA145.h5ad") in text
@@ -226,9 +257,14 @@ def test_small_real_run_from_legacy_files(tmp_path):
     legacy = tmp_path / "legacy"
     for section in ("B4", "C2"):
         assert make_legacy_crop(src, section, legacy, side=1400) >= 10
-    cfg = _abs_shared_config(tmp_path, samples=["B4", "C2"], tiles={"tile_px": 16, "target_mpp": 4.0},
-                             report={"pcc_h_genes": 20}, encoder={"batch_size": 500},
-                             folds={"scheme": "reference", "table": None})
+    cfg = _abs_shared_config(
+        tmp_path,
+        samples=["B4", "C2"],
+        tiles={"tile_px": 16, "target_mpp": 4.0},
+        report={"pcc_h_genes": 20},
+        encoder={"batch_size": 500},
+        folds={"scheme": "reference", "table": None},
+    )
     config = yaml.safe_load(cfg.read_text())
     config["data"]["legacy_st_dir"] = str(legacy)
     cfg.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -258,4 +294,3 @@ def test_small_real_run_from_legacy_files(tmp_path):
     scores = json.loads((res / "figures/ridge/spatial_pcc.json").read_text())
     assert sorted(scores["sections"]) == ["B4", "C2"] and scores["genes"] == ["GNAS", "FASN", "ERBB2"]
     check_screenshot(shot)
-

@@ -20,15 +20,23 @@ import pandas as pd
 import pytest
 import yaml
 
-from support.workflow import PIPELINE_SAMPLES, REPO, SHARED_DATA, need_shared, planned_jobs, snakemake
+from support.workflow import PIPELINE_SAMPLES, REPO, need_shared, planned_jobs, snakemake
 
 # ---------------------------------------------------------------------------------------------------------
 # a real browser
 # ---------------------------------------------------------------------------------------------------------
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 # a page on the same origin that loads the report in a frame and writes what the browser saw into its DOM
 CHECK_PAGE = b"""<!DOCTYPE html><html><body>
 <iframe id="report" src="/index.html" style="width:1300px;height:900px"></iframe>
@@ -84,8 +92,9 @@ def serve(root):
 
 def _run_chromium(args, profile):
     exe = chromium()
-    proc = subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=180
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -93,11 +102,13 @@ def _run_chromium(args, profile):
 def browse_report(site, tmp_path) -> tuple[dict, object]:
     """Load ``site``/index.html in headless Chromium: what the page showed, and a screenshot's path."""
     with serve(site) as url:
-        dom = _run_chromium(["--virtual-time-budget=15000", "--dump-dom", f"{url}/__check__.html"],
-                            tmp_path / "profile-dom").stdout
+        dom = _run_chromium(
+            ["--virtual-time-budget=15000", "--dump-dom", f"{url}/__check__.html"], tmp_path / "profile-dom"
+        ).stdout
         shot = tmp_path / "report_screenshot.png"
-        _run_chromium(["--window-size=1300,2400", f"--screenshot={shot}", f"{url}/index.html"],
-                      tmp_path / "profile-shot")
+        _run_chromium(
+            ["--window-size=1300,2400", f"--screenshot={shot}", f"{url}/index.html"], tmp_path / "profile-shot"
+        )
     found = re.search(r'<pre id="genedml-check">(.*?)</pre>', dom, re.S)
     assert found, "the page never finished loading in Chromium:\n" + dom[-2000:]
     return json.loads(html.unescape(found.group(1))), shot
@@ -127,7 +138,10 @@ def report_run(demo_pipeline, tmp_path_factory):
     cfg = yaml.safe_load(config.read_text())
     base = cfg["heads"]["ridge"]
     cfg["heads"] = {
-        "ridge": {**base, "report": {"label": "ridge (PCA 64)", "table1": True, "ablation": "PCA 64", "sweep": ["pca"]}},
+        "ridge": {
+            **base,
+            "report": {"label": "ridge (PCA 64)", "table1": True, "ablation": "PCA 64", "sweep": ["pca"]},
+        },
         "ridge-pca8": {**base, "pca": 8, "report": {"ablation": "PCA 8", "sweep": ["pca"]}},
     }
     path = work / "report_config.yaml"
@@ -247,8 +261,11 @@ def test_her2st_report_renders_in_chromium(tmp_path):
     chromium()
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     for key, value in yaml.safe_load(config_path.read_text()).items():  # config.yaml, then the HER2ST file
-        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) and isinstance(cfg.get(key), dict) \
-            and key != "heads" else value
+        cfg[key] = (
+            {**cfg[key], **value}
+            if isinstance(value, dict) and isinstance(cfg.get(key), dict) and key != "heads"
+            else value
+        )
     cfg["data"]["legacy_st_dir"] = str(her2st)  # the config's paths are relative to the repository root
     if cfg["folds"].get("table"):
         cfg["folds"]["table"] = str(REPO / cfg["folds"]["table"])

@@ -20,16 +20,25 @@ import pandas as pd
 import pytest
 import yaml
 
-from support.workflow import BIN, REPO, snakemake, tiny_config
 from support.job_log import job_blocks
+from support.workflow import BIN, REPO, snakemake, tiny_config
 
 pytestmark = pytest.mark.pipeline
 SAMPLES = [("S1", "PA"), ("S2", "PB"), ("S3", "PC")]
 # the results users compare; the report and figures are left out to keep the test small
 TARGETS = ["results/metrics/summary.tsv"] + [f"results/predictions/ridge/{s}.h5ad" for s, _ in SAMPLES]
 # everything up to the features: a head or run-time change must plan none of these
-UPSTREAM = {"demo_data", "import_st", "tile", "thumbnail", "embed", "select_genes", "targets", "folds",
-            "gene_semantics"}
+UPSTREAM = {
+    "demo_data",
+    "import_st",
+    "tile",
+    "thumbnail",
+    "embed",
+    "select_genes",
+    "targets",
+    "folds",
+    "gene_semantics",
+}
 
 
 def write_weights(path: Path, seed: int) -> Path:
@@ -45,8 +54,7 @@ def write_weights(path: Path, seed: int) -> Path:
 
 
 def make_config(work: Path, weights: Path, **overrides) -> Path:
-    return tiny_config(work, SAMPLES, encoder={"weights": str(weights), "allow_random_init": False},
-                       **overrides)
+    return tiny_config(work, SAMPLES, encoder={"weights": str(weights), "allow_random_init": False}, **overrides)
 
 
 def plan(work: Path, config: Path, *extra: str) -> list:
@@ -96,7 +104,9 @@ def test_encoder_change_reembeds_every_sample_and_keeps_tiles(reference, change,
     work, config = reference
     weights = Path(yaml.safe_load(config.read_text())["encoder"]["weights"])
     if change == "name":  # another architecture: no weights file fits it, so random init
-        changed = variant(work, config, "enc", "encoder", {"name": "resnet34", "weights": None, "allow_random_init": True})
+        changed = variant(
+            work, config, "enc", "encoder", {"name": "resnet34", "weights": None, "allow_random_init": True}
+        )
     elif change == "precision":
         changed = variant(work, config, "precision", "encoder", {"precision": "bf16"})
     elif change == "weights_path":
@@ -202,8 +212,18 @@ def test_killed_run_resumes_to_identical_results(reference, tmp_path):
     weights = shutil.copy2(ref_work / "resnet18.pt", work / "resnet18.pt")  # same bytes, own path
     config = make_config(work, Path(weights))
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(work),
-           "--configfile", str(config), "--cores", "2", *TARGETS]
+    cmd = [
+        str(BIN / "snakemake"),
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(work),
+        "--configfile",
+        str(config),
+        "--cores",
+        "2",
+        *TARGETS,
+    ]
     log = open(work / "killed-run.log", "w")
     # its own session, so that the kill reaches snakemake and the jobs it is running, and nothing else
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)

@@ -1,6 +1,6 @@
 """The demo pipeline through a real SLURM with the project's SLURM profile (workflow/profiles/slurm).
 
-Run with `make test-slurm` (or GENEDML_TEST_SLURM=1 pytest tests/test_slurm.py) as root on Debian: it
+Run with `make test-slurm` (or GENEDML_TEST_SLURM=1 pytest tests/workflow/test_slurm.py) as root on Debian: it
 installs slurm-wlm and munge with apt-get when they are missing, starts a one-node cluster in a temporary
 folder (tests/slurm_node.py) and stops the daemons it started, by PID, at the end.
 
@@ -28,21 +28,28 @@ import pandas as pd
 import pytest
 import yaml
 
-from support.workflow import BIN, REPO, snakemake, tiny_config
 from support.job_log import GROUP_LINE, job_blocks, slurm_submissions
 from support.slurm_node import OneNodeSlurm, SlurmUnavailable, ensure_installed
+from support.workflow import BIN, REPO, snakemake, tiny_config
 
 PROFILE = REPO / "workflow" / "profiles" / "slurm"
 SAMPLES = [("S1", "PA"), ("S2", "PB"), ("S3", "PC")]  # three patients: the fewest leave-one-out folds need
-TEST_FLAGS = ("--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
-              "--slurm-keep-successful-logs")
+TEST_FLAGS = (
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "2",
+    "--slurm-keep-successful-logs",
+)
 
 
 @pytest.fixture(scope="module")
 def cluster():
     if os.environ.get("GENEDML_TEST_SLURM") != "1":
-        pytest.skip("real-SLURM test: run `make test-slurm` (sets GENEDML_TEST_SLURM=1; as root it apt-get "
-                    "installs slurm-wlm and munge and starts a one-node cluster)")
+        pytest.skip(
+            "real-SLURM test: run `make test-slurm` (sets GENEDML_TEST_SLURM=1; as root it apt-get "
+            "installs slurm-wlm and munge and starts a one-node cluster)"
+        )
     try:
         how = ensure_installed()
     except SlurmUnavailable as exc:
@@ -79,8 +86,9 @@ def slurm_run(cluster, tmp_path_factory):
         profile_text = _output(snakemake(work, config, "-n", "--profile", str(PROFILE)))
         profile_plan = job_blocks(profile_text)
         group_jobs = len(GROUP_LINE.findall(profile_text))
-        proc = snakemake(work, config, "--profile", str(PROFILE), *TEST_FLAGS, "--cores", str(cluster.cpus),
-                         check=False)
+        proc = snakemake(
+            work, config, "--profile", str(PROFILE), *TEST_FLAGS, "--cores", str(cluster.cpus), check=False
+        )
         jobs = {j["job_id"]: j for j in cluster.jobs_json()}
     text = proc.stdout + proc.stderr
     (work / "snakemake.log").write_text(text)
@@ -133,9 +141,23 @@ def test_gres_form_of_the_gpu_request(slurm_run, cluster):
     config = work / "config.yaml"
     with pytest.MonkeyPatch.context() as env:
         env.setenv("SLURM_CONF", str(cluster.conf))
-        proc = snakemake(work, config, "--profile", str(PROFILE), *TEST_FLAGS, "--cores", str(cluster.cpus),
-                         "--set-resources", *args, "--forcerun", "embed", "--jobs", "1",
-                         "results/features/resnet18/S1.zarr", check=False)
+        proc = snakemake(
+            work,
+            config,
+            "--profile",
+            str(PROFILE),
+            *TEST_FLAGS,
+            "--cores",
+            str(cluster.cpus),
+            "--set-resources",
+            *args,
+            "--forcerun",
+            "embed",
+            "--jobs",
+            "1",
+            "results/features/resnet18/S1.zarr",
+            check=False,
+        )
         jobs = {j["job_id"]: j for j in cluster.jobs_json()}
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-4000:]
@@ -146,19 +168,23 @@ def test_gres_form_of_the_gpu_request(slurm_run, cluster):
 
 # --- `genedml profile install`: no SLURM needed -----------------------------------------------------------
 
+
 def test_profile_install_fills_in_the_site_settings_and_never_overwrites(tmp_path):
     from genedml.pipeline.profile import ProfileError, install_profile
 
-    dest = install_profile("cluster", partition="compute", account="lab1", gpu_partition="gpu",
-                           config_dir=tmp_path)
+    dest = install_profile("cluster", partition="compute", account="lab1", gpu_partition="gpu", config_dir=tmp_path)
     assert dest == tmp_path / "cluster"
     data = yaml.safe_load((dest / "config.yaml").read_text())
     source = yaml.safe_load((PROFILE / "config.yaml").read_text())
-    assert data["default-resources"] == {**source["default-resources"], "slurm_partition": "compute",
-                                         "slurm_account": "lab1"}
+    assert data["default-resources"] == {
+        **source["default-resources"],
+        "slurm_partition": "compute",
+        "slurm_account": "lab1",
+    }
     assert data["set-resources"]["embed"] == {**source["set-resources"]["embed"], "slurm_partition": "gpu"}
-    assert {k: v for k, v in data.items() if k not in ("default-resources", "set-resources")} == \
-        {k: v for k, v in source.items() if k not in ("default-resources", "set-resources")}
+    assert {k: v for k, v in data.items() if k not in ("default-resources", "set-resources")} == {
+        k: v for k, v in source.items() if k not in ("default-resources", "set-resources")
+    }
 
     (dest / "config.yaml").write_text("# my own edits\n")
     with pytest.raises(ProfileError, match="already exists"):
@@ -169,21 +195,40 @@ def test_profile_install_fills_in_the_site_settings_and_never_overwrites(tmp_pat
     assert not (tmp_path / "cluster2").exists()
 
     # the command line, --force, and the generic-resource form of the GPU request
-    proc = subprocess.run([str(BIN / "genedml"), "profile", "install", "cluster", "--config-dir", str(tmp_path),
-                           "--gpu-form", "gres", "--force"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            str(BIN / "genedml"),
+            "profile",
+            "install",
+            "cluster",
+            "--config-dir",
+            str(tmp_path),
+            "--gpu-form",
+            "gres",
+            "--force",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     embed = yaml.safe_load((dest / "config.yaml").read_text())["set-resources"]["embed"]
     assert embed["gres"] == "gpu:1" and "gpu" not in embed
-    proc = subprocess.run([str(BIN / "genedml"), "profile", "install", "cluster", "--config-dir", str(tmp_path)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(BIN / "genedml"), "profile", "install", "cluster", "--config-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0 and "--force" in proc.stderr
 
 
 def test_installed_profile_works_by_name(tmp_path, monkeypatch):
     """`snakemake --profile cluster` finds the installed profile: partition everywhere, a GPU for embed only."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    proc = subprocess.run([str(BIN / "genedml"), "profile", "install", "cluster", "--partition", "compute"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(BIN / "genedml"), "profile", "install", "cluster", "--partition", "compute"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "xdg" / "snakemake" / "cluster" / "config.yaml").is_file()
     work = tmp_path / "work"

@@ -1,11 +1,17 @@
-"""Metric functions against hand-computed values (METHOD.md §5)."""
+"""Metric functions against hand-computed values (docs/method.md, "Protocol and metrics")."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from genedml.evaluation.metrics import (evaluate_sections, pearson_per_gene, rank_genes, section_metrics, top_by_value,
-                             top_predictive_genes)
+from genedml.evaluation.metrics import (
+    evaluate_sections,
+    pearson_per_gene,
+    rank_genes,
+    section_metrics,
+    top_by_value,
+    top_predictive_genes,
+)
 
 
 def _r(x, y):
@@ -75,17 +81,28 @@ def _sections():
     t_c = np.array([[1.0, 1.0, 2.0], [2.0, 3.0, 1.0], [3.0, 2.0, 3.0], [4.0, 4.0, 4.0]])
     p_c = np.array([[1.0, 2.0, 1.0], [2.0, 1.0, 2.0], [3.0, 4.0, 3.0], [4.0, 3.0, 4.0]])
     t_d, p_d = np.array([[1.0, 1.0, 1.0]]), np.array([[2.0, 2.0, 2.0]])
-    return [{"fold": 0, "sample": "a", "truth": t_a, "prediction": p_a},
-            {"fold": 0, "sample": "b", "truth": t_b, "prediction": p_b},
-            {"fold": 1, "sample": "c", "truth": t_c, "prediction": p_c},
-            {"fold": 1, "sample": "d", "truth": t_d, "prediction": p_d}]
+    return [
+        {"fold": 0, "sample": "a", "truth": t_a, "prediction": p_a},
+        {"fold": 0, "sample": "b", "truth": t_b, "prediction": p_b},
+        {"fold": 1, "sample": "c", "truth": t_c, "prediction": p_c},
+        {"fold": 1, "sample": "d", "truth": t_d, "prediction": p_d},
+    ]
 
 
 def test_evaluation_by_hand():
     secs = _sections()
     res = evaluate_sections(secs, ["g0", "g1", "g2"], n_top=1)
-    r = {s["sample"]: [(_r(s["truth"][:, j], s["prediction"][:, j]) if s["truth"].shape[0] > 1
-                        and np.ptp(s["truth"][:, j]) > 0 else np.nan) for j in range(3)] for s in secs}
+    r = {
+        s["sample"]: [
+            (
+                _r(s["truth"][:, j], s["prediction"][:, j])
+                if s["truth"].shape[0] > 1 and np.ptp(s["truth"][:, j]) > 0
+                else np.nan
+            )
+            for j in range(3)
+        ]
+        for s in secs
+    }
     # section a: g2 is constant in truth -> NaN; PCC(A) = mean of g0, g1
     ps = res["per_section"].set_index("sample")
     assert ps.loc["a", "PCC_A"] == pytest.approx((r["a"][0] + r["a"][1]) / 2)

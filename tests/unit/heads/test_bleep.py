@@ -4,13 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from genedml.evaluation.metrics import nanmean, pearson_per_gene
 from genedml.heads import head_class
 from genedml.heads.torch_head import make_batch, section_tensors
 from genedml.networks.bleep_net import BLEEP, knn_predict
 from genedml.networks.losses import bleep_loss
-from genedml.evaluation.metrics import nanmean, pearson_per_gene
 from support.sections import synthetic_section
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,8 +29,12 @@ def test_knn_returns_the_matched_spots_expression():
     second = sim[4].argsort(descending=True)[1]
     torch.testing.assert_close(knn_predict(keys[[4]], keys, values, k=2)[0], (values[4] + values[second]) / 2)
     # weighted at a very high temperature approaches the plain mean
-    torch.testing.assert_close(knn_predict(keys[:3], keys, values, 5, "weighted", 1e6),
-                               knn_predict(keys[:3], keys, values, 5, "mean"), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        knn_predict(keys[:3], keys, values, 5, "weighted", 1e6),
+        knn_predict(keys[:3], keys, values, 5, "mean"),
+        atol=1e-4,
+        rtol=0,
+    )
     with pytest.raises(RuntimeError, match="empty"):
         knn_predict(keys[:1], keys[:0], values[:0], k=1)
 
@@ -96,8 +99,16 @@ def test_bleep_trains_predicts_from_training_spots_and_reloads(sections, tmp_pat
 
 
 def test_reference_options(sections):
-    head = head_class("bleep")({**PARAMS, "epochs": 2, "reference": "train_val", "aggregate": "weighted",
-                                "features": ["local", "neighbour_mean"]}, seed=0)
+    head = head_class("bleep")(
+        {
+            **PARAMS,
+            "epochs": 2,
+            "reference": "train_val",
+            "aggregate": "weighted",
+            "features": ["local", "neighbour_mean"],
+        },
+        seed=0,
+    )
     facts = head.fit(sections[:2], [sections[2]])
     assert facts["reference_spots"] == sum(s.n_spots for s in sections[:3])
     with pytest.raises(ValueError, match="reference"):

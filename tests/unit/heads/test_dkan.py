@@ -5,13 +5,12 @@ import pandas as pd
 import pytest
 import torch
 
+from genedml.evaluation.metrics import nanmean, pearson_per_gene
 from genedml.heads import head_class
 from genedml.heads.torch_head import make_batch, section_tensors
 from genedml.networks.dkan_net import DKAN
 from genedml.networks.losses import distilled_mse, inverse_loss_weights, normalised_clip_loss
-from genedml.evaluation.metrics import nanmean, pearson_per_gene
 from support.sections import synthetic_section
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -70,8 +69,14 @@ def gene_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("dkan") / "semantics.npz"
     rng = np.random.default_rng(1)
     genes = [f"g{i}" for i in range(6)][::-1]  # stored in another order than the targets
-    np.savez(path, genes=np.array(genes), embeddings=rng.normal(size=(6, 12)).astype(np.float32),
-             texts=np.array(genes), text_source=np.array(["symbol"] * 6), meta=np.array(json.dumps({"model": "test"})))
+    np.savez(
+        path,
+        genes=np.array(genes),
+        embeddings=rng.normal(size=(6, 12)).astype(np.float32),
+        texts=np.array(genes),
+        text_source=np.array(["symbol"] * 6),
+        meta=np.array(json.dumps({"model": "test"})),
+    )
     return path
 
 
@@ -97,8 +102,9 @@ def test_dkan_learns_saves_and_loads(sections, gene_file, tmp_path):
 
 
 def test_learned_queries_and_fixed_weights(sections):
-    head = head_class("dkan")({**PARAMS, "epochs": 3, "gene_queries": "learned", "loss_weights": "fixed",
-                               "clip_weight": 0.5}, seed=0)
+    head = head_class("dkan")(
+        {**PARAMS, "epochs": 3, "gene_queries": "learned", "loss_weights": "fixed", "clip_weight": 0.5}, seed=0
+    )
     facts = head.fit(sections[:2], [sections[2]])
     assert facts["gene_semantics"] == {"queries": "learned"}
     assert set(pd.DataFrame(head.history)["w_clip"]) == {0.5}
@@ -116,16 +122,26 @@ def test_global_token_sees_the_whole_section(sections, gene_file):
     other.features.local[1:] = np.random.default_rng(2).normal(size=other.features.local[1:].shape)  # all but spot 0
     after = head.predict(other)[0]
     assert not np.allclose(before, after, atol=1e-4)
-    no_global = head_class("dkan")({**PARAMS, "epochs": 1, "global_layers": 0, "gene_embeddings": str(gene_file)},
-                                    seed=0)
+    no_global = head_class("dkan")(
+        {**PARAMS, "epochs": 1, "global_layers": 0, "gene_embeddings": str(gene_file)}, seed=0
+    )
     no_global.fit(sections[:1], [])
     assert np.isfinite(no_global.predict(sec)).all()
 
 
 @pytest.mark.parametrize("queries", ["semantic", "learned"])
 def test_dkan_network_shapes(sections, queries):
-    cfg = {"dim": 8, "heads": 2, "ff_mult": 2, "dropout": 0.0, "gene_layers": 1, "global_layers": 1,
-           "clip_dim": 4, "gene_queries": queries, "input_norm": "standard"}
+    cfg = {
+        "dim": 8,
+        "heads": 2,
+        "ff_mult": 2,
+        "dropout": 0.0,
+        "gene_layers": 1,
+        "global_layers": 1,
+        "clip_dim": 4,
+        "gene_queries": queries,
+        "input_norm": "standard",
+    }
     dims = {"n_genes": 6, "local_dim": 16, "neighbour_tiles": 25}
     text = torch.randn(6, 12) if queries == "semantic" else None
     net = DKAN(cfg, dims, text)

@@ -10,14 +10,14 @@ import anndata as ad
 import numpy as np
 import pytest
 
-from genedml.io.demo import DemoSpec, make_section
-from genedml.tiles.encoders import build_encoder
-from genedml.tiles.embed import embed_sample
-from genedml.io.hest import SamplePaths
 from genedml.evaluation.metrics import nanmean, pearson_per_gene
-from genedml.study.targets import build_sample_targets
-from genedml.tiles.geometry import TileSpec, tile_sample
 from genedml.heads.train import train_fold
+from genedml.io.demo import DemoSpec, make_section
+from genedml.io.hest import SamplePaths
+from genedml.study.targets import build_sample_targets
+from genedml.tiles.embed import embed_sample
+from genedml.tiles.encoders import build_encoder
+from genedml.tiles.geometry import TileSpec, tile_sample
 
 SECTIONS = [("S1", "PA"), ("S2", "PA"), ("S3", "PB"), ("S4", "PB"), ("S5", "PC")]
 
@@ -34,14 +34,22 @@ def demo_fold(tmp_path_factory):
     for sample, patient in SECTIONS:
         make_section(sample, patient, root, DemoSpec.of(width_um=1400, height_um=1000, n_genes=60))
         paths = SamplePaths.in_hest_dir(root, sample)
-        geometry = tile_sample(paths, TileSpec.of(tile_px=32, target_mpp=4.0, grid=5, neighbour_mode="grid"), root / f"{sample}.npz")
+        geometry = tile_sample(
+            paths, TileSpec.of(tile_px=32, target_mpp=4.0, grid=5, neighbour_mode="grid"), root / f"{sample}.npz"
+        )
         embed_sample(geometry, encoder, root / f"{sample}.zarr", batch_size=256, progress=False)
         if genes is None:
             genes = ad.read_h5ad(paths.st).var_names[:40].tolist()
         build_sample_targets(paths.st, sample, genes, "reference", root / f"{sample}.h5ad")
         features[sample], targets[sample] = root / f"{sample}.zarr", root / f"{sample}.h5ad"
     folds = root / "folds.tsv"
-    rows = [("train", "S1", "PA"), ("train", "S2", "PA"), ("val", "S5", "PC"), ("test", "S3", "PB"), ("test", "S4", "PB")]
+    rows = [
+        ("train", "S1", "PA"),
+        ("train", "S2", "PA"),
+        ("val", "S5", "PC"),
+        ("test", "S3", "PB"),
+        ("test", "S4", "PB"),
+    ]
     folds.write_text("fold\tsample\tpatient\tsplit\n" + "".join(f"0\t{s}\t{p}\t{k}\n" for k, s, p in rows))
     return root, folds, features, targets
 
@@ -82,8 +90,10 @@ def test_genedml_fold_beats_the_mean_predictor(trained, capsys):
     ridge_pcc, ridge_mse, _ = fold_scores(root / "ridge")
     facts = json.loads((root / "genedml/fold.json").read_text())
     with capsys.disabled():
-        print(f"\ndemo fold 0: genedml PCC(A) {pcc:.3f} MSE {mse:.4f} | ridge PCC(A) {ridge_pcc:.3f} MSE {ridge_mse:.4f} | "
-              f"training-mean MSE {mean_mse:.4f} | best epoch {facts['fit']['best_epoch']}")
+        print(
+            f"\ndemo fold 0: genedml PCC(A) {pcc:.3f} MSE {mse:.4f} | ridge PCC(A) {ridge_pcc:.3f} MSE {ridge_mse:.4f} | "
+            f"training-mean MSE {mean_mse:.4f} | best epoch {facts['fit']['best_epoch']}"
+        )
     assert mse < mean_mse  # better than predicting the training mean for every spot
     assert pcc > 0.2  # the mean predictor has no correlation at all
     assert (root / "genedml/history.csv").exists() and (root / "genedml/model.pt").exists()
@@ -95,9 +105,23 @@ def test_predict_applies_the_fold_models_to_a_section_without_counts(trained, tm
 
     root, folds, features, targets = trained
     out = tmp_path / "new" / "S3.h5ad"
-    rc = main(["predict", "--head", "genedml", "--models", str(root / "genedml"),
-               "--sample", "S3", "--features", str(features["S3"]), "--reference-features", str(features["S1"]),
-               "--out", str(out)])
+    rc = main(
+        [
+            "predict",
+            "--head",
+            "genedml",
+            "--models",
+            str(root / "genedml"),
+            "--sample",
+            "S3",
+            "--features",
+            str(features["S3"]),
+            "--reference-features",
+            str(features["S1"]),
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     pred = ad.read_h5ad(out)
     held_out = ad.read_h5ad(root / "genedml/predictions.h5ad")
@@ -117,6 +141,21 @@ def test_predict_applies_the_fold_models_to_a_section_without_counts(trained, tm
     shutil.copytree(features["S3"], other)
     zarr.open_group(str(other), mode="r+").attrs["encoder"] = "uni"
     bad = tmp_path / "bad.h5ad"
-    rc = main(["predict", "--head", "genedml", "--models", str(root / "genedml"), "--sample", "S3",
-               "--features", str(other), "--reference-features", str(features["S1"]), "--out", str(bad)])
+    rc = main(
+        [
+            "predict",
+            "--head",
+            "genedml",
+            "--models",
+            str(root / "genedml"),
+            "--sample",
+            "S3",
+            "--features",
+            str(other),
+            "--reference-features",
+            str(features["S1"]),
+            "--out",
+            str(bad),
+        ]
+    )
     assert rc == 2 and not bad.exists()

@@ -5,16 +5,28 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genedml.tiles.features import SampleFeatures
 from genedml.heads import Section, head_class
+from genedml.heads.presets import GENEDML_SIZES
 from genedml.heads.torch_head import make_batch, section_tensors
 from genedml.networks import losses
 from genedml.networks.context import GlobalEncoder, NeighbourEncoder, grid_positions
-from genedml.heads.presets import GENEDML_SIZES
+from genedml.tiles.features import SampleFeatures
 
-TINY = {"size": "small", "encoder_dim": 16, "proj_dim": 16, "neighbour_heads": 2, "global_heads": 2,
-        "neighbour_dropout": 0.0, "global_dropout": 0.0, "fusion_dropout": 0.0, "gene_dropout": 0.0,
-        "predictor_dropout": 0.0, "k": 3, "batch_size": 32, "epochs": 2}
+TINY = {
+    "size": "small",
+    "encoder_dim": 16,
+    "proj_dim": 16,
+    "neighbour_heads": 2,
+    "global_heads": 2,
+    "neighbour_dropout": 0.0,
+    "global_dropout": 0.0,
+    "fusion_dropout": 0.0,
+    "gene_dropout": 0.0,
+    "predictor_dropout": 0.0,
+    "k": 3,
+    "batch_size": 32,
+    "epochs": 2,
+}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -28,8 +40,16 @@ def toy_section(name, rng, n=40, d=12, g=5, masked=0.2):
     mask[:, 12] = True
     neigh = (local[:, None] + 0.5 * rng.normal(size=(n, 25, d))).astype(np.float32)
     neigh[~mask] = 0
-    f = SampleFeatures(name, local, neigh, mask, np.array([f"{name}-{i}" for i in range(n)]),
-                       rc[:, ::-1] * 100.0, rc.astype(np.int32), {})
+    f = SampleFeatures(
+        name,
+        local,
+        neigh,
+        mask,
+        np.array([f"{name}-{i}" for i in range(n)]),
+        rc[:, ::-1] * 100.0,
+        rc.astype(np.int32),
+        {},
+    )
     y = (np.tanh(local[:, :g]) + 0.1 * rng.normal(size=(n, g))).astype(np.float32)
     return Section(name, "P" + name, f, y, [f"g{i}" for i in range(g)])
 
@@ -50,11 +70,14 @@ def built(kind, params, sections):
 
 # --- losses ----------------------------------------------------------------------------------------
 
+
 def test_soft_target_loss_with_identity_targets_is_the_clip_loss():
     torch.manual_seed(0)
     img, gene = F.normalize(torch.randn(9, 8), dim=-1), F.normalize(torch.randn(9, 8), dim=-1)
     eye = torch.eye(9)
-    assert losses.soft_target_loss(img, gene, 0.07, targets=eye) == pytest.approx(float(losses.clip_loss(img, gene, 0.07)), rel=1e-6)
+    assert losses.soft_target_loss(img, gene, 0.07, targets=eye) == pytest.approx(
+        float(losses.clip_loss(img, gene, 0.07)), rel=1e-6
+    )
     # BLEEP soft targets: rows are distributions; identical modalities give the identity-like limit
     t = losses.bleep_targets(img, gene, 0.07)
     torch.testing.assert_close(t.sum(1), torch.ones(9))
@@ -120,6 +143,7 @@ def test_self_distillation_known_values():
 
 # --- encoders --------------------------------------------------------------------------------------
 
+
 def test_masked_neighbour_tiles_change_nothing(toy):
     torch.manual_seed(0)
     enc = NeighbourEncoder(8, depth=2, heads=2, mlp=16).eval()
@@ -130,7 +154,10 @@ def test_masked_neighbour_tiles_change_nothing(toy):
     noisy[~mask] = 100 * torch.randn(int((~mask).sum()), 8)
     a, b = enc(tiles, mask), enc(noisy, mask)
     torch.testing.assert_close(a[mask], b[mask])
-    for kind, params in [("genedml", TINY), ("triplex", {k: v for k, v in TINY.items() if k in ("encoder_dim", "epochs")})]:
+    for kind, params in [
+        ("genedml", TINY),
+        ("triplex", {k: v for k, v in TINY.items() if k in ("encoder_dim", "epochs")}),
+    ]:
         head = built(kind, params, toy)
         head.model.eval()
         st = section_tensors(toy[0], "cpu")
@@ -171,6 +198,7 @@ def test_grid_positions_fall_back_to_pixel_centres_when_array_coords_are_missing
 
 # --- the heads -------------------------------------------------------------------------------------
 
+
 def test_instance_group_loss_gradients_reach_the_encoders(toy):
     head = built("genedml", {**TINY, "w_ins": 0.0, "w_pred": 0.0}, toy)
     model = head.model.train()
@@ -202,12 +230,15 @@ def test_presets_and_ablation_switches():
         cls({"variant": "nope"})
 
 
-@pytest.mark.parametrize("params", [
-    {},
-    {"preset": "reference_code", "grouping": "spectral", "pool": "tokens"},
-    {"variant": "no-global", "batching": "section"},
-    {"variant": "mse-only"},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"preset": "reference_code", "grouping": "spectral", "pool": "tokens"},
+        {"variant": "no-global", "batching": "section"},
+        {"variant": "mse-only"},
+    ],
+)
 def test_genedml_trains_saves_and_reloads(toy, tmp_path, params):
     cls = head_class("genedml")
     head = cls({**TINY, **params}, seed=0)
@@ -242,7 +273,7 @@ def test_mixed_batches_cover_every_spot_once_and_keep_rows_with_their_section(to
         assert batch.size <= 16
         offset = 0
         for st, rows in batch.groups:
-            torch.testing.assert_close(batch.local[offset:offset + len(rows)], st.local[rows])
+            torch.testing.assert_close(batch.local[offset : offset + len(rows)], st.local[rows])
             seen += [(st.sample, int(r)) for r in rows]
             offset += len(rows)
     assert sorted(seen) == sorted((st.sample, i) for st in sts for i in range(st.n_spots))

@@ -10,7 +10,6 @@ from genedml.heads.inputs import batch_views
 from genedml.heads.torch_head import make_batch, section_tensors
 from support.sections import synthetic_section
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -4,9 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from genedml.tiles.features import SampleFeatures
-from genedml.heads import Section, head_class
 from genedml.evaluation.metrics import nanmean, pearson_per_gene
+from genedml.heads import head_class
 from support.sections import synthetic_section
 
 

@@ -21,10 +21,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from support.workflow import need_shared
-from support.real_crops import make_legacy_crop
 from genedml.cli import main as genedml_main
-from genedml.io.legacy_st import LegacyFiles, estimate_mpp
+from genedml.io.legacy_st import estimate_mpp
+from support.real_crops import make_legacy_crop
+from support.workflow import need_shared
 
 pytestmark = pytest.mark.shared_data
 Image.MAX_IMAGE_PIXELS = None
@@ -46,8 +46,9 @@ def imported_c3(tmp_path_factory):
     """Section C3 converted by the real CLI (whole 9,270 x 9,936 px JPEG)."""
     src = her2st().parent
     out = tmp_path_factory.mktemp("hest")
-    proc = run_cli("import-st", "--st-dir", src, "--section", "C3", "--out-dir", out, "--patient", "C",
-                   "--dataset", "her2st")
+    proc = run_cli(
+        "import-st", "--st-dir", src, "--section", "C3", "--out-dir", out, "--patient", "C", "--dataset", "her2st"
+    )
     assert proc.returncode == 0, proc.stderr
     return src, out, proc.stderr
 
@@ -93,8 +94,21 @@ def test_pipeline_crop_equals_the_jpeg_crop(imported_c3, tmp_path):
 
     src, out, _ = imported_c3
     geom_path = tmp_path / "C3.npz"
-    proc = run_cli("tile", "--hest-dir", out, "--sample", "C3", "--out", geom_path, "--tile-px", 224,
-                   "--target-mpp", "native", "--grid", 5)
+    proc = run_cli(
+        "tile",
+        "--hest-dir",
+        out,
+        "--sample",
+        "C3",
+        "--out",
+        geom_path,
+        "--tile-px",
+        224,
+        "--target-mpp",
+        "native",
+        "--grid",
+        5,
+    )
     assert proc.returncode == 0, proc.stderr
     g = Geometry.load(geom_path)
     spots = pd.read_csv(src / "ST-spotfiles/C3_selection.tsv", sep="\t")
@@ -157,7 +171,9 @@ def legacy(mini_legacy, tmp_path):
 
 
 def import_st(capsys, root, out, *extra):
-    code = genedml_main(["import-st", "--st-dir", str(root), "--section", "C3", "--out-dir", str(out), *map(str, extra)])
+    code = genedml_main(
+        ["import-st", "--st-dir", str(root), "--section", "C3", "--out-dir", str(out), *map(str, extra)]
+    )
     return code, capsys.readouterr().err
 
 
@@ -183,8 +199,9 @@ def test_mini_crop_imports(legacy, tmp_path, capsys):
     assert json.loads((tmp_path / "out/metadata/C3.json").read_text())["pixel_size_um_source"] == "configured"
 
 
-@pytest.mark.parametrize("name,needle", [("ST-imgs/C/C3/HE.jpg", "truncated"),
-                                         ("ST-cnts/C3.tsv.gz", "cannot read the counts table")])
+@pytest.mark.parametrize(
+    "name,needle", [("ST-imgs/C/C3/HE.jpg", "truncated"), ("ST-cnts/C3.tsv.gz", "cannot read the counts table")]
+)
 def test_truncated_file(legacy, tmp_path, capsys, name, needle):
     path = legacy / name
     data = path.read_bytes()
@@ -278,8 +295,21 @@ def test_truncated_tiff_through_the_reader(legacy, tmp_path, capsys):
     data = tif.read_bytes()
     tif.write_bytes(data[: len(data) // 3])
     out = tmp_path / "tiles" / "C3.npz"
-    code = genedml_main(["tile", "--hest-dir", str(tmp_path / "hest"), "--sample", "C3", "--out", str(out),
-                         "--tile-px", "32", "--target-mpp", "2"])
+    code = genedml_main(
+        [
+            "tile",
+            "--hest-dir",
+            str(tmp_path / "hest"),
+            "--sample",
+            "C3",
+            "--out",
+            str(out),
+            "--tile-px",
+            "32",
+            "--target-mpp",
+            "2",
+        ]
+    )
     err = capsys.readouterr().err
     assert_failed_cleanly(code, err, out.parent, "'C3'", tif)
 

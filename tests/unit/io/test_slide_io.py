@@ -121,8 +121,12 @@ def test_box_corner_snaps_to_the_nearest_level_pixel(gradient_slide, levels):
 def test_box_resampled_from_the_reduced_level(gradient_slide, levels):
     path, _ = gradient_slide
     slide = open_slide(path, "grad")
-    for x0, y0, out_w, out_h, scale, level in [(800.3, 600.7, 40, 30, 2.5, 1), (1200.9, 400.1, 37, 41, 2.5, 1),
-                                              (800.3, 600.7, 33, 47, 5.0, 2), (400.0, 200.0, 25, 25, 1.5, 0)]:
+    for x0, y0, out_w, out_h, scale, level in [
+        (800.3, 600.7, 40, 30, 2.5, 1),
+        (1200.9, 400.1, 37, 41, 2.5, 1),
+        (800.3, 600.7, 33, 47, 5.0, 2),
+        (400.0, 200.0, 25, 25, 1.5, 0),
+    ]:
         box = read_box(slide, x0, y0, out_w, out_h, scale)
         assert box.shape == (out_h, out_w, 3)
         down = 2.0**level
@@ -130,17 +134,23 @@ def test_box_resampled_from_the_reduced_level(gradient_slide, levels):
         # reads (whole level-0 corner, two level pixels of margin): the same pixels
         left, top = int(np.floor(x0)), int(np.floor(y0))
         lx, ly = int(left / down), int(top / down)
-        window = levels[level][ly : ly + int(np.ceil(out_h * scale / down)) + 2,
-                               lx : lx + int(np.ceil(out_w * scale / down)) + 2]
+        window = levels[level][
+            ly : ly + int(np.ceil(out_h * scale / down)) + 2, lx : lx + int(np.ceil(out_w * scale / down)) + 2
+        ]
         ox, oy = (x0 - left) / down, (y0 - top) / down
         ref = Image.fromarray(np.ascontiguousarray(window)).resize(
-            (out_w, out_h), Image.Resampling.BILINEAR, box=(ox, oy, ox + out_w * scale / down, oy + out_h * scale / down))
+            (out_w, out_h),
+            Image.Resampling.BILINEAR,
+            box=(ox, oy, ox + out_w * scale / down, oy + out_h * scale / down),
+        )
         np.testing.assert_array_equal(box, np.asarray(ref))
         # resizing the whole level instead differs only at the border, where the window clips the filter
         # (and by float rounding of the filter's taps, a grey level at most)
         whole = Image.fromarray(levels[level]).resize(
-            (out_w, out_h), Image.Resampling.BILINEAR,
-            box=(x0 / down, y0 / down, (x0 + out_w * scale) / down, (y0 + out_h * scale) / down))
+            (out_w, out_h),
+            Image.Resampling.BILINEAR,
+            box=(x0 / down, y0 / down, (x0 + out_w * scale) / down, (y0 + out_h * scale) / down),
+        )
         assert np.abs(box.astype(int) - np.asarray(whole))[1:-1, 1:-1].max() <= 1
 
 

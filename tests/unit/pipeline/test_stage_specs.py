@@ -25,8 +25,20 @@ from genedml.tiles.encoders import EmbedRuntime, EncoderSpec
 from genedml.tiles.geometry import TileSpec
 from support.workflow import REPO
 
-SPECS = [DemoSpec, ImportSpec, TileSpec, EncoderSpec, EmbedRuntime, GeneSpec, TargetSpec, GeneSemanticsSpec,
-         FoldSpec, EvaluateSpec, ThumbnailSpec, SpatialFigureSpec]
+SPECS = [
+    DemoSpec,
+    ImportSpec,
+    TileSpec,
+    EncoderSpec,
+    EmbedRuntime,
+    GeneSpec,
+    TargetSpec,
+    GeneSemanticsSpec,
+    FoldSpec,
+    EvaluateSpec,
+    ThumbnailSpec,
+    SpatialFigureSpec,
+]
 DEMO_CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
 
 
@@ -78,12 +90,15 @@ def test_defaults_come_from_the_schema_and_unset_flags_keep_them():
     assert spec == FoldSpec.from_config({})
 
 
-@pytest.mark.parametrize("spec, values, needle", [
-    (TileSpec, {"neighbour_mode": "grd"}, "tiles.neighbour_mode"),
-    (FoldSpec, {"reference_set": "2025"}, "folds.reference_set"),
-    (GeneSpec, {"n_top": 0}, "genes.n_top"),
-    (TileSpec, {"tile_pix": 64}, "tile_pix"),  # a typo is not silently ignored
-])
+@pytest.mark.parametrize(
+    "spec, values, needle",
+    [
+        (TileSpec, {"neighbour_mode": "grd"}, "tiles.neighbour_mode"),
+        (FoldSpec, {"reference_set": "2025"}, "folds.reference_set"),
+        (GeneSpec, {"n_top": 0}, "genes.n_top"),
+        (TileSpec, {"tile_pix": 64}, "tile_pix"),  # a typo is not silently ignored
+    ],
+)
 def test_bad_values_name_the_setting(spec, values, needle):
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
         spec.from_config(values)

@@ -40,10 +40,14 @@ def test_embeddings_follow_the_requested_gene_order(semantics):
 
 def test_description_table_is_used_and_checked(tmp_path):
     table = tmp_path / "desc.tsv"
-    table.write_text("gene\tdescription\nERBB2\treceptor tyrosine kinase amplified in breast cancer\n"
-                     "KRT19\tkeratin of epithelial cells\n")
-    assert read_descriptions(table) == {"ERBB2": "receptor tyrosine kinase amplified in breast cancer",
-                                        "KRT19": "keratin of epithelial cells"}
+    table.write_text(
+        "gene\tdescription\nERBB2\treceptor tyrosine kinase amplified in breast cancer\n"
+        "KRT19\tkeratin of epithelial cells\n"
+    )
+    assert read_descriptions(table) == {
+        "ERBB2": "receptor tyrosine kinase amplified in breast cancer",
+        "KRT19": "keratin of epithelial cells",
+    }
     out = tmp_path / "s.npz"
     meta = write_gene_semantics(out, ["ERBB2", "GRB7", "KRT19"], GeneSemanticsSpec.of(descriptions=str(table)))
     assert meta["n_described"] == 2
@@ -52,7 +56,11 @@ def test_description_table_is_used_and_checked(tmp_path):
         assert str(data["texts"][0]).startswith("ERBB2: receptor")
         assert json.loads(str(data["meta"]))["descriptions"] == str(table)
     with pytest.raises(InputError, match="no description"):
-        write_gene_semantics(tmp_path / "f.npz", ["ERBB2", "GRB7"], GeneSemanticsSpec.of(descriptions=str(table), missing_description="fail"))
+        write_gene_semantics(
+            tmp_path / "f.npz",
+            ["ERBB2", "GRB7"],
+            GeneSemanticsSpec.of(descriptions=str(table), missing_description="fail"),
+        )
     assert not (tmp_path / "f.npz").exists()
     bad = tmp_path / "bad.tsv"
     bad.write_text("symbol\ttext\nERBB2\tx\n")

@@ -11,11 +11,15 @@ from genedml.study.folds import FoldSpec, make_folds
 from genedml.study.genes import GeneSpec, select_genes
 from genedml.study.targets import grid_neighbours, make_targets
 
+
 def write_st(path, counts, genes, spatial=None):
     counts = np.asarray(counts)
     n = counts.shape[0]
-    a = ad.AnnData(X=np.asarray(counts, dtype=np.int32), var=pd.DataFrame(index=genes),
-                   obs=pd.DataFrame(index=[f"b{i}" for i in range(n)]))
+    a = ad.AnnData(
+        X=np.asarray(counts, dtype=np.int32),
+        var=pd.DataFrame(index=genes),
+        obs=pd.DataFrame(index=[f"b{i}" for i in range(n)]),
+    )
     a.obsm["spatial"] = np.asarray(spatial if spatial is not None else np.arange(2 * n).reshape(n, 2), float)
     a.write_h5ad(path)
     return path
@@ -80,7 +84,7 @@ def sheet(patients):
 def test_leave_one_patient_out_with_inner_validation():
     folds = make_folds(sheet(["A", "B", "C", "D"]), FoldSpec.of(scheme="leave_one_patient_out", val_patients=1))
     assert folds["fold"].nunique() == 4
-    for k, grp in folds.groupby("fold"):
+    for _, grp in folds.groupby("fold"):
         test_p = set(grp.loc[grp.split == "test", "patient"])
         val_p = set(grp.loc[grp.split == "val", "patient"])
         train_p = set(grp.loc[grp.split == "train", "patient"])
@@ -101,7 +105,9 @@ def test_group_kfold_and_fold_table():
     folds = make_folds(sheet(patients), FoldSpec.of(scheme="group_kfold", n_folds=3, seed=2021, val_patients=0))
     tests = [set(g.loc[g.split == "test", "patient"]) for _, g in folds.groupby("fold")]
     assert sorted(len(t) for t in tests) == [3, 3, 4] and set.union(*tests) == set(patients)
-    assert folds.equals(make_folds(sheet(patients), FoldSpec.of(scheme="group_kfold", n_folds=3, seed=2021, val_patients=0)))
+    assert folds.equals(
+        make_folds(sheet(patients), FoldSpec.of(scheme="group_kfold", n_folds=3, seed=2021, val_patients=0))
+    )
     table = pd.DataFrame({"fold": [0, 1], "test_patients": ["P00,P03", "P01"]})
     folds = make_folds(sheet(patients), FoldSpec.of(scheme="table", val_patients=1), table)
     assert set(folds.loc[(folds.fold == 0) & (folds.split == "test"), "patient"]) == {"P00", "P03"}

@@ -70,8 +70,16 @@ def test_native_scale_geometry():
 def test_spot_outside_image_is_an_error():
     spec = TileSpec.of(tile_px=64, target_mpp="native")
     with pytest.raises(InputError) as err:
-        compute_geometry("SPA9", ["in", "out"], np.array([[10.0, 10.0], [5000.0, 10.0]]), [[0, 0], [0, 1]],
-                         (1000, 1000), 0.5, spec, slide_path="/x/SPA9.tif")
+        compute_geometry(
+            "SPA9",
+            ["in", "out"],
+            np.array([[10.0, 10.0], [5000.0, 10.0]]),
+            [[0, 0], [0, 1]],
+            (1000, 1000),
+            0.5,
+            spec,
+            slide_path="/x/SPA9.tif",
+        )
     msg = str(err.value)
     assert "SPA9" in msg and "/x/SPA9.tif" in msg and "outside" in msg and "out at (5000" in msg
 

@@ -9,11 +9,11 @@ import openslide
 import pytest
 import zarr
 
+from genedml.errors import InputError
+from genedml.io.hest import SamplePaths
 from genedml.tiles.embed import embed_sample
 from genedml.tiles.encoders import build_encoder
-from genedml.errors import InputError
 from genedml.tiles.features import load_features, open_local_tokens
-from genedml.io.hest import SamplePaths
 from genedml.tiles.geometry import Geometry, TileSpec, compute_geometry, tile_sample
 
 VARIED_VIT = {"embed_dim": 48, "depth": 2, "num_heads": 3, "init_values": None}
@@ -38,8 +38,11 @@ def test_grid_geometry_shares_tiles_and_bounds_the_shift(tmp_path):
         g = compute_geometry("V", [f"s{i}" for i in range(n)], centres, np.zeros((n, 2)), dims, 0.5, spec)
         # each spot's neighbourhood: 25 lattice nodes one tile apart around the node nearest to it
         assert np.abs(g.misalignment).max() <= stride * 224 / 2 + 1e-9
-        expected = centres[:, None, :] + g.misalignment[:, None, :] + np.array(
-            [[(k % 5 - 2) * 224, (k // 5 - 2) * 224] for k in range(25)])[None]
+        expected = (
+            centres[:, None, :]
+            + g.misalignment[:, None, :]
+            + np.array([[(k % 5 - 2) * 224, (k // 5 - 2) * 224] for k in range(25)])[None]
+        )
         np.testing.assert_allclose(g.neighbour_centres, expected, atol=1e-6)
         used = g.neighbour_index >= 0
         np.testing.assert_array_equal(used, g.neighbour_mask)
@@ -80,8 +83,16 @@ def test_grid_equals_centred_where_the_lattice_coincides(lattice, tmp_path):
     out = {}
     for mode in ("centred", "grid"):
         spec = TileSpec.of(tile_px=32, target_mpp="native", grid=5, neighbour_mode=mode)
-        g = compute_geometry("L", [f"s{i}" for i in range(len(centres))], centres, np.zeros((len(centres), 2)),
-                             dims, 0.5, spec, slide_path=slide)
+        g = compute_geometry(
+            "L",
+            [f"s{i}" for i in range(len(centres))],
+            centres,
+            np.zeros((len(centres), 2)),
+            dims,
+            0.5,
+            spec,
+            slide_path=slide,
+        )
         facts = embed_sample(g, enc, tmp_path / f"{mode}.zarr", batch_size=96, progress=False)
         out[mode] = (facts, load_features(tmp_path / f"{mode}.zarr"))
     (fc, c), (fg, gr) = out["centred"], out["grid"]
@@ -141,9 +152,29 @@ def test_local_token_cache(grid_geometry, tmp_path):
 
 def test_bench_embed_writes_both_modes(tmp_path):
     out = tmp_path / "embed.json"
-    cmd = [sys.executable, "-m", "genedml", "bench", "embed", "--visium-demo", "--demo-size-um", "700", "600",
-           "--visium-tiles", '{"tile_px": 32, "target_mpp": 4.0}', "--work-dir", str(tmp_path / "work"),
-           "--out", str(out), "--batch-size", "128", "--num-workers", "0", "--threads", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "genedml",
+        "bench",
+        "embed",
+        "--visium-demo",
+        "--demo-size-um",
+        "700",
+        "600",
+        "--visium-tiles",
+        '{"tile_px": 32, "target_mpp": 4.0}',
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--out",
+        str(out),
+        "--batch-size",
+        "128",
+        "--num-workers",
+        "0",
+        "--threads",
+        "1",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -155,6 +186,7 @@ def test_bench_embed_writes_both_modes(tmp_path):
     assert result["ratios"]["encoder_calls_centred_over_grid"] > 1
     assert result["compression"]["codecs"]["none"]["ratio"] == pytest.approx(1.0, abs=0.05)
     assert "calls/spot" in proc.stdout and "centred/grid" in proc.stdout
-    help_text = subprocess.run([sys.executable, "-m", "genedml", "bench", "embed", "--help"],
-                               capture_output=True, text=True).stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "genedml", "bench", "embed", "--help"], capture_output=True, text=True
+    ).stdout
     assert "--her2st" in help_text and "--visium-demo" in help_text and "HER2ST" in help_text

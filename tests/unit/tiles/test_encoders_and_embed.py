@@ -5,11 +5,11 @@ import pytest
 import torch
 import zarr
 
+from genedml.errors import InputError
+from genedml.io.hest import SamplePaths
 from genedml.tiles.embed import embed_sample
 from genedml.tiles.encoders import RANDOM_INIT, build_encoder, sha256_file
-from genedml.errors import InputError
 from genedml.tiles.features import load_features
-from genedml.io.hest import SamplePaths
 from genedml.tiles.geometry import TileSpec, tile_sample
 
 TINY_VIT = {"embed_dim": 48, "depth": 2, "num_heads": 3}
