@@ -328,25 +328,9 @@ def _tiles(spec_json: dict, mode: str, stride: float, offset):
 
 
 def bench_embed(a) -> dict:
-    from genedml.io.hest import SamplePaths
-    from genedml.tiles.geometry import tile_sample
-
     work = Path(a.work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    datasets = []
-    if a.her2st:
-        hd = work / "her2st" / "hest"
-        datasets.append(("her2st", hd, _prepare_her2st(Path(a.her2st), a.sections, hd), a.her2st_tiles))
-    if a.visium_demo:
-        hd = work / "visium_demo" / "hest"
-        datasets.append(("visium_demo", hd, _prepare_visium(hd, tuple(a.demo_size_um), a.demo_mpp), a.visium_tiles))
-    if a.hest_dir:
-        if not a.samples:
-            raise SystemExit("genedml bench embed: --hest-dir needs --samples")
-        datasets.append(("hest", Path(a.hest_dir), a.samples, a.hest_tiles))
-    if not datasets:
-        raise SystemExit("genedml bench embed: give --her2st, --visium-demo and/or --hest-dir (see --help)")
-
+    datasets = _bench_datasets(a, work)
     encoder = json.loads(a.encoder) if a.encoder else dict(SMALL_UNI)
     result = {
         "encoder": encoder,
@@ -367,56 +351,16 @@ def bench_embed(a) -> dict:
     }
     per_mode_slides: dict[str, list] = {m: [] for m in a.modes}
     for name, hest_dir, samples, tiles_json in datasets:
-        entry = {"slides": samples, "tiles": tiles_json, "modes": {}, "per_slide": {}, "geometry": {}}
+        entry = _bench_dataset(a, work, encoder, name, hest_dir, samples, tiles_json)
         for mode in a.modes:
-            spec = _tiles(tiles_json, mode, a.grid_stride, a.grid_offset)
-            slides = []
-            for sample in samples:
-                geom_path = work / "tiles" / name / mode / f"{sample}.npz"
-                g = tile_sample(SamplePaths.in_hest_dir(hest_dir, sample), spec, geom_path)
-                entry["geometry"].setdefault(sample, {})[mode] = g.summary()
-                slides.append((sample, str(geom_path), str(work / "stores" / name / mode / f"{sample}.zarr")))
-            log.info("%s: embedding %d slides in %s mode", name, len(samples), mode)
-            out = run_mode(
-                {
-                    "encoder": encoder,
-                    "slides": slides,
-                    "batch_size": a.batch_size,
-                    "num_workers": a.num_workers,
-                    "device": a.device,
-                    "threads": a.threads,
-                    "progress": a.progress,
-                }
-            )
-            entry["modes"][mode] = _summarise(out["slides"])
-            entry["modes"][mode]["worker_peak_rss_mb"] = out["worker_peak_rss_mb"]
-            entry["per_slide"][mode] = out["slides"]
-            per_mode_slides[mode] += out["slides"]
-            result["embed_dim"] = out["embed_dim"]
-        entry["ratios"] = _ratios(entry["modes"])
+            per_mode_slides[mode] += entry["per_slide"][mode]
+        result["embed_dim"] = entry.pop("embed_dim")
         result["datasets"][name] = entry
         result["slides"] += [f"{name}:{s}" for s in samples]
     result["modes"] = {m: _summarise(s) for m, s in per_mode_slides.items() if s}
     result["ratios"] = _ratios(result["modes"])
-
     if a.compression and "centred" in a.modes:
-        import zarr
-
-        # the biggest centred store: real embeddings of this run, masked zeros included as stored
-        biggest = max(per_mode_slides["centred"], key=lambda s: s["spots"])
-        ds = next(n for n, e in result["datasets"].items() if biggest in e["per_slide"]["centred"])
-        store = work / "stores" / ds / "centred" / f"{biggest['sample']}.zarr"
-        values = zarr.open_group(str(store), mode="r")["neighbour"][:]
-        rng = np.random.default_rng(0)
-        gaussian = rng.standard_normal(values.shape).astype(np.float16)  # LayerNorm-like outputs, for reference
-        result["compression"] = {
-            "sample": f"{ds}:{biggest['sample']}",
-            "shape": list(values.shape),
-            "zero_fraction": round(float((values == 0).all(-1).mean()), 4),
-            "codecs": measure_codecs(values, work),
-            "codecs_on_gaussian_float16": measure_codecs(gaussian, work),
-            "chunk_sizes": measure_chunks(values, work),
-        }
+        result["compression"] = _bench_compression(work, result, per_mode_slides["centred"])
     out_path = Path(a.out)
     from genedml.atomic import write_json
 
@@ -424,6 +368,77 @@ def bench_embed(a) -> dict:
     print_table(result)
     print(f"\nwritten: {out_path}")
     return result
+
+
+def _bench_datasets(a, work: Path) -> list[tuple]:
+    """(name, HEST folder, samples, tile settings) of every slide set the command line asks for."""
+    datasets = []
+    if a.her2st:
+        hd = work / "her2st" / "hest"
+        datasets.append(("her2st", hd, _prepare_her2st(Path(a.her2st), a.sections, hd), a.her2st_tiles))
+    if a.visium_demo:
+        hd = work / "visium_demo" / "hest"
+        datasets.append(("visium_demo", hd, _prepare_visium(hd, tuple(a.demo_size_um), a.demo_mpp), a.visium_tiles))
+    if a.hest_dir:
+        if not a.samples:
+            raise SystemExit("genedml bench embed: --hest-dir needs --samples")
+        datasets.append(("hest", Path(a.hest_dir), a.samples, a.hest_tiles))
+    if not datasets:
+        raise SystemExit("genedml bench embed: give --her2st, --visium-demo and/or --hest-dir (see --help)")
+    return datasets
+
+
+def _bench_dataset(a, work: Path, encoder: dict, name: str, hest_dir, samples: list, tiles_json: dict) -> dict:
+    """Tile and embed one slide set in every mode; per-mode summaries, per-slide facts and their ratios."""
+    from genedml.io.hest import SamplePaths
+    from genedml.tiles.geometry import tile_sample
+
+    entry = {"slides": samples, "tiles": tiles_json, "modes": {}, "per_slide": {}, "geometry": {}}
+    for mode in a.modes:
+        spec = _tiles(tiles_json, mode, a.grid_stride, a.grid_offset)
+        slides = []
+        for sample in samples:
+            geom_path = work / "tiles" / name / mode / f"{sample}.npz"
+            g = tile_sample(SamplePaths.in_hest_dir(hest_dir, sample), spec, geom_path)
+            entry["geometry"].setdefault(sample, {})[mode] = g.summary()
+            slides.append((sample, str(geom_path), str(work / "stores" / name / mode / f"{sample}.zarr")))
+        log.info("%s: embedding %d slides in %s mode", name, len(samples), mode)
+        out = run_mode(
+            {
+                "encoder": encoder,
+                "slides": slides,
+                "batch_size": a.batch_size,
+                "num_workers": a.num_workers,
+                "device": a.device,
+                "threads": a.threads,
+                "progress": a.progress,
+            }
+        )
+        entry["modes"][mode] = {**_summarise(out["slides"]), "worker_peak_rss_mb": out["worker_peak_rss_mb"]}
+        entry["per_slide"][mode] = out["slides"]
+        entry["embed_dim"] = out["embed_dim"]
+    entry["ratios"] = _ratios(entry["modes"])
+    return entry
+
+
+def _bench_compression(work: Path, result: dict, centred_slides: list) -> dict:
+    """Codecs and chunk sizes on the biggest centred store: this run's embeddings, masked zeros included."""
+    import zarr
+
+    biggest = max(centred_slides, key=lambda s: s["spots"])
+    ds = next(n for n, e in result["datasets"].items() if biggest in e["per_slide"]["centred"])
+    store = work / "stores" / ds / "centred" / f"{biggest['sample']}.zarr"
+    values = zarr.open_group(str(store), mode="r")["neighbour"][:]
+    rng = np.random.default_rng(0)
+    gaussian = rng.standard_normal(values.shape).astype(np.float16)  # LayerNorm-like outputs, for reference
+    return {
+        "sample": f"{ds}:{biggest['sample']}",
+        "shape": list(values.shape),
+        "zero_fraction": round(float((values == 0).all(-1).mean()), 4),
+        "codecs": measure_codecs(values, work),
+        "codecs_on_gaussian_float16": measure_codecs(gaussian, work),
+        "chunk_sizes": measure_chunks(values, work),
+    }
 
 
 def print_table(result: dict) -> None:

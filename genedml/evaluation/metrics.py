@@ -66,7 +66,7 @@ def top_by_value(values, n: int) -> np.ndarray:
     return np.argsort(key, kind="stable")[: min(n, v.size)]
 
 
-def section_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_top: int = 50, hpg_idx=None) -> dict:
+def section_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_top: int, hpg_idx=None) -> dict:
     """All metrics of one held-out section.
 
     ``hpg_idx``: column indices of the highly predictive genes (chosen across folds); without it
@@ -138,7 +138,7 @@ def _fold_mean(stack: list[np.ndarray]) -> np.ndarray:
         return np.nanmean(np.stack(stack), axis=0)
 
 
-def evaluate_sections(sections: list[dict], genes: list[str], n_top: int = 50) -> dict:
+def evaluate_sections(sections: list[dict], genes: list[str], n_top: int) -> dict:
     """Aggregate per-section results into the tables the report needs.
 
     ``sections``: dicts with ``sample``, ``fold``, ``truth`` (N, G) and ``prediction`` (N, G).
@@ -169,38 +169,8 @@ def evaluate_sections(sections: list[dict], genes: list[str], n_top: int = 50) -
     hpg = top_predictive_genes(fold_gene, n_top)
     hpg_idx = np.array([genes.index(g) for g in hpg], dtype=int)
 
-    sec_rows = []
-    for s, r in zip(sections, results):
-        r["PCC_H"] = nanmean(r["pcc_per_gene"][hpg_idx])
-        sec_rows.append(
-            {
-                "fold": int(s["fold"]),
-                "sample": s["sample"],
-                "n_spots": r["n_spots"],
-                **{m: r[m] for m in SECTION_METRICS},
-            }
-        )
-    per_section = pd.DataFrame(sec_rows)
-
-    fold_rows = []
-    for f in folds:
-        sec = per_section[per_section["fold"] == f]
-        fold_rows.append({"fold": f, "n_sections": len(sec), **{m: nanmean(sec[m]) for m in SECTION_METRICS}})
-    per_fold = pd.DataFrame(fold_rows)
-    summary = summarise(per_fold, SECTION_METRICS)
-
-    truth_all = np.concatenate([np.asarray(s["truth"], dtype=np.float64) for s in sections])
-    per_gene = fold_gene.copy()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        per_gene["mean_pcc"] = np.nanmean(fold_gene.to_numpy(), axis=1) if len(folds) else np.nan
-    per_gene["mean_rank"] = rank_genes(fold_gene)
-    per_gene["in_PCC_H"] = per_gene.index.isin(hpg)
-    per_gene["mean_expression"] = truth_all.mean(0)
-    per_gene["variance"] = truth_all.var(0)
-    per_gene["sections_HEG"] = np.bincount(np.concatenate([r["heg_idx"] for r in results]), minlength=len(genes))
-    per_gene["sections_HVG"] = np.bincount(np.concatenate([r["hvg_idx"] for r in results]), minlength=len(genes))
-
+    per_section, per_fold = _section_and_fold_tables(sections, results, folds, hpg_idx)
+    per_gene = _per_gene_table(fold_gene, hpg, sections, results)
     per_gene_section = pd.DataFrame(
         {s["sample"]: r["pcc_per_gene"] for s, r in zip(sections, results)}, index=pd.Index(genes, name="gene")
     )
@@ -209,8 +179,46 @@ def evaluate_sections(sections: list[dict], genes: list[str], n_top: int = 50) -
         "per_fold": per_fold,
         "per_gene": per_gene.reset_index(),
         "per_gene_section": per_gene_section.reset_index(),
-        "summary": summary,
+        "summary": summarise(per_fold, SECTION_METRICS),
         "pcc_h_genes": hpg,
         "heg_genes": {s["sample"]: [genes[i] for i in r["heg_idx"]] for s, r in zip(sections, results)},
         "hvg_genes": {s["sample"]: [genes[i] for i in r["hvg_idx"]] for s, r in zip(sections, results)},
     }
+
+
+def _section_and_fold_tables(sections: list[dict], results: list[dict], folds: list[int], hpg_idx) -> tuple:
+    """Every metric of every section (PCC(H) over the run's PCC(H) genes), and their means per fold."""
+    rows = []
+    for s, r in zip(sections, results):
+        r["PCC_H"] = nanmean(r["pcc_per_gene"][hpg_idx])
+        rows.append(
+            {
+                "fold": int(s["fold"]),
+                "sample": s["sample"],
+                "n_spots": r["n_spots"],
+                **{m: r[m] for m in SECTION_METRICS},
+            }
+        )
+    per_section = pd.DataFrame(rows)
+    fold_rows = []
+    for f in folds:
+        sec = per_section[per_section["fold"] == f]
+        fold_rows.append({"fold": f, "n_sections": len(sec), **{m: nanmean(sec[m]) for m in SECTION_METRICS}})
+    return per_section, pd.DataFrame(fold_rows)
+
+
+def _per_gene_table(fold_gene: pd.DataFrame, hpg: list[str], sections: list[dict], results: list[dict]):
+    """Per gene: per-fold PCC, mean PCC and rank, PCC(H) membership, pooled mean / variance, HEG / HVG counts."""
+    n_genes = len(fold_gene)
+    truth_all = np.concatenate([np.asarray(s["truth"], dtype=np.float64) for s in sections])
+    per_gene = fold_gene.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        per_gene["mean_pcc"] = np.nanmean(fold_gene.to_numpy(), axis=1) if fold_gene.shape[1] else np.nan
+    per_gene["mean_rank"] = rank_genes(fold_gene)
+    per_gene["in_PCC_H"] = per_gene.index.isin(hpg)
+    per_gene["mean_expression"] = truth_all.mean(0)
+    per_gene["variance"] = truth_all.var(0)
+    per_gene["sections_HEG"] = np.bincount(np.concatenate([r["heg_idx"] for r in results]), minlength=n_genes)
+    per_gene["sections_HVG"] = np.bincount(np.concatenate([r["hvg_idx"] for r in results]), minlength=n_genes)
+    return per_gene

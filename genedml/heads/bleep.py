@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import logging
 
-from genedml.heads.inputs import batch_views, check_input_norm, check_views, fit_input_norm, training_views
-from genedml.heads.torch_head import Batch, TorchHead
+from genedml.heads.inputs import batch_views, check_input_norm, check_views, fit_input_norm
+from genedml.heads.torch_head import Batch, TorchHead, training_views
 
 log = logging.getLogger(__name__)
 

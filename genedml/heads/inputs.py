@@ -18,6 +18,8 @@ CHOICES = {
     "kmeans_init": ("first", "farthest"),
     "local_input": ("auto", "cls", "tokens"),
     "fusion": ("cross", "self"),
+    "selection": ("val", "test_fold", "last"),  # every neural head: which sections choose the epoch
+    "batching": ("section", "mixed"),
 }
 
 
@@ -58,17 +60,6 @@ def section_groups(batch) -> list:
     """``[(SectionTensors, rows)]`` of a batch in the order of its rows (one group unless batches mix sections)."""
     groups = getattr(batch, "groups", None)
     return list(groups) if groups else [(batch.section, batch.index)]
-
-
-def training_views(train: list, views: list[str]):
-    """The views of every training spot, (N, len(views) * D), for fitting an input normalisation."""
-    import torch
-
-    from genedml.heads.torch_head import make_batch
-
-    return torch.cat(
-        [batch_views(make_batch(st, torch.arange(st.n_spots, device=st.local.device)), views) for st in train]
-    )
 
 
 def training_locals(train: list):

@@ -20,9 +20,8 @@ from genedml.heads.inputs import (
     check_views,
     fit_input_norm,
     set_output_bias,
-    training_views,
 )
-from genedml.heads.torch_head import Batch, TorchHead
+from genedml.heads.torch_head import Batch, TorchHead, training_views
 
 
 def hidden_widths(hidden) -> list[int]:

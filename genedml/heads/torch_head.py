@@ -29,6 +29,7 @@ import numpy as np
 
 from genedml.evaluation.metrics import nanmean, pearson_per_gene
 from genedml.heads.base import Head, Section
+from genedml.heads.inputs import batch_views, check_choice
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +41,11 @@ TRAIN_DEFAULTS = {
     "step_size": 20,
     "gamma": 0.95,
     "patience": 20,
-    "selection": "val",  # val | test_fold | last
+    "selection": "val",  # which sections choose the epoch (heads.inputs.CHOICES)
     "device": "auto",
     "amp": True,
     "eval_batch_size": 1024,
-    "batching": "section",  # section | mixed
+    "batching": "section",  # batches of one section, or mixed across sections
     "log_every": 1,  # epochs between log lines
 }
 
@@ -151,6 +152,15 @@ def make_mixed_batch(parts: list) -> Batch:
         cat("targets"),
         list(parts),
         None if tokens is None else tokens.float(),
+    )
+
+
+def training_views(train: list, views: list[str]):
+    """The views of every training spot, (N, len(views) * D), for fitting an input normalisation."""
+    import torch
+
+    return torch.cat(
+        [batch_views(make_batch(st, torch.arange(st.n_spots, device=st.local.device)), views) for st in train]
     )
 
 
@@ -261,78 +271,88 @@ class TorchHead(Head):
         seed_everything(self.seed)
         device = self.device()
         p = self.params
+        check_choice("selection", p["selection"])
+        check_choice("batching", p["batching"])
         tr = [section_tensors(s, device) for s in train]
-        selection = p.get("selection", "val")
-        if selection == "test_fold":
-            if not test:
-                raise ValueError("selection 'test_fold' needs the test sections")
-            sel = [section_tensors(s, device) for s in test]
-            log.warning("model selection on the TEST fold (reference protocol): scores are optimistic")
-        elif selection == "val":
-            sel = [section_tensors(s, device) for s in val]
-            if not sel:
-                log.warning("no validation sections: keeping the last epoch")
-        elif selection == "last":
-            sel = []
-        else:
-            raise ValueError(f"unknown selection {selection!r}: val | test_fold | last")
+        sel = self._selection_sections(val, test, device)
         self.dims = {
             "local_dim": int(tr[0].local.shape[1]),
             "neighbour_tiles": int(tr[0].neighbour.shape[1]),
             "n_genes": int(tr[0].targets.shape[1]),
             "local_tokens": 1 if tr[0].local_tokens is None else int(tr[0].local_tokens.shape[1]),
         }
-        batching = p.get("batching", "section")
-        if batching not in ("section", "mixed"):
-            raise ValueError(f"unknown batching {batching!r}: section | mixed")
         self.model = self.build_model(self.dims).to(device)
         self.init_model(self.model, tr)
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         n_params = sum(int(t.numel()) for t in self.model.parameters() if t.requires_grad)
+        n_spots = sum(st.n_spots for st in tr)
         log.info(
             "%s: %d trainable parameters, %d training spots in %d sections, batching %s, device %s",
             self.kind,
             n_params,
-            sum(st.n_spots for st in tr),
+            n_spots,
             len(tr),
-            batching,
+            p["batching"],
             device,
         )
+        t_start = time.perf_counter()
+        best, best_epoch = self._train_epochs(tr, sel, device)
+        mean_epoch_s = np.mean([h["train_s"] for h in self.history])
+        return {
+            "best_epoch": best_epoch,
+            "best_selection_pcc": best,
+            "epochs_run": len(self.history),
+            "selection": p["selection"],
+            "train_spots": n_spots,
+            "fit_s": round(time.perf_counter() - t_start, 2),
+            "n_params": n_params,
+            "s_per_epoch_per_1k_spots": round(mean_epoch_s / max(n_spots, 1) * 1000, 4),
+            "peak_gpu_mem_mb": _peak_gpu_mb(device),
+        }
+
+    def _selection_sections(self, val, test, device) -> list[SectionTensors]:
+        """The sections that choose the epoch: ``selection: val`` (inner validation), ``test_fold`` (the
+        reference protocol, which looks at the test fold) or ``last`` (none: the final epoch)."""
+        selection = self.params["selection"]
+        if selection == "test_fold":
+            if not test:
+                raise ValueError("selection 'test_fold' needs the test sections")
+            log.warning("model selection on the TEST fold (reference protocol): scores are optimistic")
+            return [section_tensors(s, device) for s in test]
+        if selection == "val":
+            if not val:
+                log.warning("no validation sections: keeping the last epoch")
+            return [section_tensors(s, device) for s in val]
+        return []
+
+    def _train_epochs(self, tr: list[SectionTensors], sel: list[SectionTensors], device: str) -> tuple[float, int]:
+        """Adam + StepLR epochs with early stopping on ``sel``; the best epoch's weights are kept."""
+        import torch
+
+        p = self.params
         opt = torch.optim.Adam(self.model.parameters(), lr=float(p["lr"]), weight_decay=float(p["weight_decay"]))
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=int(p["step_size"]), gamma=float(p["gamma"]))
         rng = np.random.default_rng(self.seed)
-        best, best_epoch, best_state, waited = -np.inf, -1, None, 0
         n_spots = sum(st.n_spots for st in tr)
-        t_start = time.perf_counter()
+        best, best_epoch, best_state, waited = -np.inf, -1, None, 0
         for epoch in range(int(p["epochs"])):
             t0 = time.perf_counter()
-            self.model.train()
-            sums: dict[str, float] = {}
-            n_batches = 0
-            for batch in self._batches(tr, rng, True, int(p["batch_size"]), mixed=batching == "mixed"):
-                with self._autocast(device):
-                    loss, parts = self.loss(self.model, batch, epoch)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                n_batches += 1
-                for k, v in {"loss": float(loss.detach()), **parts}.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
+            losses = self._train_one_epoch(tr, rng, opt, device, epoch)
             sched.step()
             train_s = time.perf_counter() - t0
             score = self._score(sel) if sel else float("nan")
-            row = {
-                "epoch": epoch,
-                **{k: v / max(n_batches, 1) for k, v in sums.items()},
-                "selection_pcc": score,
-                "lr": opt.param_groups[0]["lr"],
-                "train_s": round(train_s, 3),
-                "s_per_epoch_per_1k_spots": round(train_s / max(n_spots, 1) * 1000, 4),
-            }
-            self.history.append(row)
-            improved = sel and np.isfinite(score) and score > best
-            if improved or not sel:
+            self.history.append(
+                {
+                    "epoch": epoch,
+                    **losses,
+                    "selection_pcc": score,
+                    "lr": opt.param_groups[0]["lr"],
+                    "train_s": round(train_s, 3),
+                    "s_per_epoch_per_1k_spots": round(train_s / max(n_spots, 1) * 1000, 4),
+                }
+            )
+            if not sel or (np.isfinite(score) and score > best):
                 best, best_epoch, waited = score, epoch, 0
                 best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             else:
@@ -341,8 +361,8 @@ class TorchHead(Head):
                 log.info(
                     "epoch %d: loss %.4f, %s PCC %.4f (best %.4f @ %d), %.1f s",
                     epoch,
-                    row.get("loss", float("nan")),
-                    selection,
+                    losses.get("loss", float("nan")),
+                    p["selection"],
                     score,
                     best,
                     best_epoch,
@@ -353,20 +373,24 @@ class TorchHead(Head):
                 break
         if best_state is not None:
             self.model.load_state_dict(best_state)
-        total = time.perf_counter() - t_start
-        return {
-            "best_epoch": best_epoch,
-            "best_selection_pcc": best,
-            "epochs_run": len(self.history),
-            "selection": selection,
-            "train_spots": n_spots,
-            "fit_s": round(total, 2),
-            "n_params": n_params,
-            "s_per_epoch_per_1k_spots": round(
-                np.mean([h["train_s"] for h in self.history]) / max(n_spots, 1) * 1000, 4
-            ),
-            "peak_gpu_mem_mb": _peak_gpu_mb(device),
-        }
+        return best, best_epoch
+
+    def _train_one_epoch(self, tr: list[SectionTensors], rng, opt, device: str, epoch: int) -> dict[str, float]:
+        """One pass over the training spots; the mean of each named loss part over the batches."""
+        self.model.train()
+        sums: dict[str, float] = {}
+        n_batches = 0
+        mixed = self.params["batching"] == "mixed"
+        for batch in self._batches(tr, rng, True, int(self.params["batch_size"]), mixed=mixed):
+            with self._autocast(device):
+                loss, parts = self.loss(self.model, batch, epoch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            n_batches += 1
+            for k, v in {"loss": float(loss.detach()), **parts}.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+        return {k: v / max(n_batches, 1) for k, v in sums.items()}
 
     def predict(self, section: Section) -> np.ndarray:
         return self._predict_tensors(section_tensors(section, self.device())).astype(np.float32)

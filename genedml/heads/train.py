@@ -67,25 +67,8 @@ def predictions_anndata(section: Section, prediction: np.ndarray, fold: int, hea
 
 def train_fold(head_name: str, head_cfg: dict, folds_path, fold: int, features: dict, targets: dict, out_dir) -> dict:
     """``features`` / ``targets``: sample -> path. Writes into ``out_dir`` atomically (as one folder)."""
-    import anndata as ad
-
-    folds = read_folds(folds_path)
-    plan = folds[folds["fold"] == fold]
-    if plan.empty:
-        raise InputError(f"fold {fold} is not in the fold table", None, folds_path)
     t0 = time.perf_counter()
-
-    def sections(split):
-        rows = plan[plan["split"] == split]
-        return [load_section(r.sample, r.patient, features[r.sample], targets[r.sample]) for r in rows.itertuples()]
-
-    train, val, test = sections("train"), sections("val"), sections("test")
-    genes = train[0].genes
-    for s in train + val + test:
-        if s.genes != genes:
-            raise InputError(
-                "targets have a different gene list than the training sections", s.sample, targets[s.sample]
-            )
+    train, val, test = fold_sections(folds_path, fold, features, targets)
     t_load = time.perf_counter() - t0
     log.info(
         "fold %d: %d train / %d val / %d test sections, %d genes (loaded in %.1f s)",
@@ -93,43 +76,68 @@ def train_fold(head_name: str, head_cfg: dict, folds_path, fold: int, features: 
         len(train),
         len(val),
         len(test),
-        len(genes),
+        len(train[0].genes),
         t_load,
     )
     cls = head_class(head_cfg.get("type", head_name))
     settings = cls.settings(head_cfg)
-    seed = int(settings["seed"])
-    head = cls(settings, seed=seed)
+    head = cls(settings, seed=int(settings["seed"]))
+    leaky = settings.get("selection") == "test_fold"
     t1 = time.perf_counter()
-    leaky = head_cfg.get("selection") == "test_fold"
     facts = head.fit(train, val, test) if leaky else head.fit(train, val)
     t_fit = time.perf_counter() - t1
-    preds = [predictions_anndata(s, head.predict(s), fold, head_name) for s in test]
-    out_dir = Path(out_dir)
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir(parents=True)
-        head.save(tmp)
-        ad.concat(preds, merge="same", uns_merge="same").write_h5ad(tmp / "predictions.h5ad")
-        write_json(
-            tmp / "fold.json",
-            {
-                "head": head_name,
-                "type": cls.kind,
-                "fold": int(fold),
-                "seed": seed,
-                "train": [s.sample for s in train],
-                "val": [s.sample for s in val],
-                "test": [s.sample for s in test],
-                "selection": "TEST fold (reference protocol, optimistic)"
-                if leaky
-                else "inner validation split of training patients"
-                if val
-                else "none (no validation sections)",
-                "fit": facts,
-                "load_s": round(t_load, 3),
-                "fit_s": round(t_fit, 3),
-                "genes": len(genes),
-            },
-        )
+    selection = (
+        "TEST fold (reference protocol, optimistic)"
+        if leaky
+        else "inner validation split of training patients"
+        if val
+        else "none (no validation sections)"
+    )
+    record = {
+        "head": head_name,
+        "type": cls.kind,
+        "fold": int(fold),
+        "seed": head.seed,
+        "train": [s.sample for s in train],
+        "val": [s.sample for s in val],
+        "test": [s.sample for s in test],
+        "selection": selection,
+        "fit": facts,
+        "load_s": round(t_load, 3),
+        "fit_s": round(t_fit, 3),
+        "genes": len(train[0].genes),
+    }
+    write_fold(out_dir, head, [predictions_anndata(s, head.predict(s), fold, head_name) for s in test], record)
     log.info("fold %d: fitted %s in %.1f s", fold, head_name, t_fit)
     return facts
+
+
+def fold_sections(folds_path, fold: int, features: dict, targets: dict) -> tuple[list, list, list]:
+    """The fold's (train, val, test) sections with features and targets; every one predicts the same genes."""
+    folds = read_folds(folds_path)
+    plan = folds[folds["fold"] == fold]
+    if plan.empty:
+        raise InputError(f"fold {fold} is not in the fold table", None, folds_path)
+
+    def sections(split):
+        rows = plan[plan["split"] == split]
+        return [load_section(r.sample, r.patient, features[r.sample], targets[r.sample]) for r in rows.itertuples()]
+
+    train, val, test = sections("train"), sections("val"), sections("test")
+    for s in train + val + test:
+        if s.genes != train[0].genes:
+            raise InputError(
+                "targets have a different gene list than the training sections", s.sample, targets[s.sample]
+            )
+    return train, val, test
+
+
+def write_fold(out_dir, head, predictions: list, record: dict) -> None:
+    """The model files, ``predictions.h5ad`` (every test section) and ``fold.json``, as one folder at once."""
+    import anndata as ad
+
+    with atomic_path(Path(out_dir)) as tmp:
+        tmp.mkdir(parents=True)
+        head.save(tmp)
+        ad.concat(predictions, merge="same", uns_merge="same").write_h5ad(tmp / "predictions.h5ad")
+        write_json(tmp / "fold.json", record)

@@ -30,6 +30,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
+import genedml
 from genedml.atomic import atomic_path, write_json
 from genedml.errors import InputError
 from genedml.io.hest import SamplePaths
@@ -241,18 +242,52 @@ def import_section(
     Everything is read and checked before anything is written; the three outputs are written under
     temporary names and renamed together, so a failure leaves none of them.
     """
-    import anndata as ad
-
-    from genedml import __version__
     from genedml.io.tiff import write_pyramidal_tiff
 
-    technology, quality = spec.technology, spec.jpeg_quality
     sample = sample or files.section
     outputs = _outputs(Path(out_dir), sample)
     existing = [str(p) for p in outputs.values() if p.exists()]
     if existing and not overwrite:
         raise InputError(f"output exists ({', '.join(existing)}); pass --overwrite to replace it", sample, existing[0])
 
+    common, genes, counts, spots = _spots_with_counts(files, sample)
+    pixel = spots[["pixel_x", "pixel_y"]].to_numpy(float)
+    log.info("%s: decoding image %s", sample, files.image)
+    image = read_image(files.image, sample)
+    _check_inside(pixel, common, image.shape, files, sample)
+    mpp_value, source, fit = _pixel_size(spots[["x", "y"]].to_numpy(float), pixel, spec.technology, mpp, files, sample)
+    adata = _section_anndata(common, genes, counts, spots, pixel)
+    meta = {
+        "id": sample,
+        "subseries": files.section,
+        "patient": patient or "",
+        "dataset_title": dataset or "",
+        **_technology_facts(spec.technology),
+        "pixel_size_um_estimated": mpp_value,
+        "pixel_size_um_source": source,
+        "pixel_size_fit": fit,
+        "spots_under_tissue": int(adata.n_obs),
+        "nb_genes": int(adata.n_vars),
+        "fullres_px_width": int(image.shape[1]),
+        "fullres_px_height": int(image.shape[0]),
+        "hest_id": _hest_id(dataset, files.section, sample),
+        "imported_from": {"counts": str(files.counts), "spots": str(files.spots), "image": str(files.image)},
+        "genedml_version": genedml.__version__,
+    }
+    with contextlib.ExitStack() as stack:
+        tmp = {k: stack.enter_context(atomic_path(p)) for k, p in outputs.items()}
+        log.info(
+            "%s: writing pyramidal TIFF (%d x %d px, %.4f µm/px)", sample, image.shape[1], image.shape[0], mpp_value
+        )
+        write_pyramidal_tiff(tmp["slide"], image, mpp_value, quality=spec.jpeg_quality)
+        adata.write_h5ad(tmp["st"])
+        write_json(tmp["metadata"], meta)
+    log.info("%s: %d spots x %d genes written to %s", sample, adata.n_obs, adata.n_vars, Path(out_dir))
+    return meta
+
+
+def _spots_with_counts(files: LegacyFiles, sample: str):
+    """The spots that have both counts and a position: (barcodes, genes, counts, spot rows), aligned."""
     log.info("%s: reading counts %s", sample, files.counts)
     barcodes, genes, counts = read_counts(files.counts, sample)
     spots = read_spot_file(files.spots, sample)
@@ -281,26 +316,27 @@ def import_section(
             sample,
             files.spots,
         )
-    counts = counts[barcodes.get_indexer(common)]
-    spots = spots.loc[common]
-    pixel = spots[["pixel_x", "pixel_y"]].to_numpy(float)
+    return common, genes, counts[barcodes.get_indexer(common)], spots.loc[common]
 
-    log.info("%s: decoding image %s", sample, files.image)
-    image = read_image(files.image, sample)
-    height, width = image.shape[:2]
+
+def _check_inside(pixel: np.ndarray, barcodes, shape, files: LegacyFiles, sample: str) -> None:
+    height, width = shape[:2]
     outside = (pixel[:, 0] < 0) | (pixel[:, 1] < 0) | (pixel[:, 0] >= width) | (pixel[:, 1] >= height)
     if outside.any():
         idx = np.flatnonzero(outside)[:3]
-        ex = ", ".join(f"{common[i]} at ({pixel[i, 0]:.0f}, {pixel[i, 1]:.0f})" for i in idx)
+        ex = ", ".join(f"{barcodes[i]} at ({pixel[i, 0]:.0f}, {pixel[i, 1]:.0f})" for i in idx)
         raise InputError(
             f"{int(outside.sum())} spot centres lie outside the {width} x {height} px image {files.image}, e.g. {ex}",
             sample,
             files.spots,
         )
 
+
+def _pixel_size(array_xy, pixel, technology: str, mpp, files: LegacyFiles, sample: str):
+    """(µm/px, where it came from, the spot-pitch fit or None): the configured value, else the fit."""
     fit = None
     try:
-        fit = estimate_mpp(spots[["x", "y"]].to_numpy(float), pixel, technology)
+        fit = estimate_mpp(array_xy, pixel, technology)
     except ValueError as exc:
         if mpp is None:
             raise InputError(
@@ -309,57 +345,57 @@ def import_section(
                 sample,
                 files.spots,
             ) from exc
-    if mpp is None:
-        mpp_value, source = fit["mpp"], f"estimated from the {fit['pitch_um']:.0f} µm spot pitch"
-        lo, hi = PLAUSIBLE_MPP
-        if not lo <= mpp_value <= hi:
-            raise InputError(
-                f"no usable pixel size: the spot pitch gives {mpp_value:.4g} µm/px, outside {lo}-{hi}; "
-                "are the array coordinates and technology right? set data.mpp",
-                sample,
-                files.spots,
-            )
-        log.info(
-            "%s: pixel size %.4f µm/px estimated from the %.0f µm spot pitch over %d spots "
-            "(columns %.4f, rows %.4f, fit residual %.1f px rms)",
-            sample,
-            mpp_value,
-            fit["pitch_um"],
-            fit["n_spots"],
-            fit["mpp_columns"],
-            fit["mpp_rows"],
-            fit["residual_px_rms"],
-        )
-        if abs(fit["mpp_columns"] - fit["mpp_rows"]) > 0.1 * mpp_value:
-            log.warning(
-                "%s: the two grid axes disagree by more than 10%% (%.4f vs %.4f µm/px): wrong technology, or "
-                "an anisotropic image? set data.mpp to override",
-                sample,
-                fit["mpp_columns"],
-                fit["mpp_rows"],
-            )
-    else:
-        mpp_value, source = float(mpp), "configured"
-        if not mpp_value > 0:
+    if mpp is not None:
+        if not float(mpp) > 0:
             raise InputError(f"configured pixel size must be positive, got {mpp}", sample)
         if fit:
             log.info(
                 "%s: pixel size %.4f µm/px from the configuration (the spot pitch would give %.4f)",
                 sample,
-                mpp_value,
+                float(mpp),
                 fit["mpp"],
             )
-    hest = _hest_facts(dataset, files.section)
-    if hest is not None and not pd.isna(hest.get("hest_pixel_size_um")):
-        log.info(
-            "%s: HEST-1k's estimate for section %s (%s) is %s µm/px",
+        return float(mpp), "configured", fit
+    value = fit["mpp"]
+    lo, hi = PLAUSIBLE_MPP
+    if not lo <= value <= hi:
+        raise InputError(
+            f"no usable pixel size: the spot pitch gives {value:.4g} µm/px, outside {lo}-{hi}; "
+            "are the array coordinates and technology right? set data.mpp",
             sample,
-            files.section,
-            hest["hest_id"],
-            hest["hest_pixel_size_um"],
+            files.spots,
         )
+    log.info(
+        "%s: pixel size %.4f µm/px estimated from the %.0f µm spot pitch over %d spots "
+        "(columns %.4f, rows %.4f, fit residual %.1f px rms)",
+        sample,
+        value,
+        fit["pitch_um"],
+        fit["n_spots"],
+        fit["mpp_columns"],
+        fit["mpp_rows"],
+        fit["residual_px_rms"],
+    )
+    if abs(fit["mpp_columns"] - fit["mpp_rows"]) > 0.1 * value:
+        log.warning(
+            "%s: the two grid axes disagree by more than 10%% (%.4f vs %.4f µm/px): wrong technology, or "
+            "an anisotropic image? set data.mpp to override",
+            sample,
+            fit["mpp_columns"],
+            fit["mpp_rows"],
+        )
+    return value, f"estimated from the {fit['pitch_um']:.0f} µm spot pitch", fit
 
+
+def _technology_facts(technology: str) -> dict:
     tech = TECHNOLOGIES[technology]
+    return {"st_technology": tech["name"], "inter_spot_dist": tech["pitch"], "spot_diameter": tech["spot_diameter"]}
+
+
+def _section_anndata(barcodes, genes, counts, spots, pixel):
+    """Raw counts with HEST's obs columns and ``obsm['spatial']`` (level-0 px)."""
+    import anndata as ad
+
     obs = pd.DataFrame(
         {
             "in_tissue": 1,
@@ -368,38 +404,28 @@ def import_section(
             "pxl_col_in_fullres": pixel[:, 0],
             "pxl_row_in_fullres": pixel[:, 1],
         },
-        index=pd.Index(common.astype(str), name=None),
+        index=pd.Index(barcodes.astype(str), name=None),
     )
     var_names = ad.utils.make_index_unique(pd.Index(genes.astype(str)), join="-")  # repeats were reported
     adata = ad.AnnData(X=counts, obs=obs, var=pd.DataFrame(index=var_names))
     adata.obsm["spatial"] = pixel
-    meta = {
-        "id": sample,
-        "subseries": files.section,
-        "patient": patient or "",
-        "dataset_title": dataset or "",
-        "st_technology": tech["name"],
-        "pixel_size_um_estimated": mpp_value,
-        "pixel_size_um_source": source,
-        "pixel_size_fit": fit,
-        "inter_spot_dist": tech["pitch"],
-        "spot_diameter": tech["spot_diameter"],
-        "spots_under_tissue": int(adata.n_obs),
-        "nb_genes": int(adata.n_vars),
-        "fullres_px_width": int(width),
-        "fullres_px_height": int(height),
-        "hest_id": None if hest is None else hest["hest_id"],
-        "imported_from": {"counts": str(files.counts), "spots": str(files.spots), "image": str(files.image)},
-        "genedml_version": __version__,
-    }
-    with contextlib.ExitStack() as stack:
-        tmp = {k: stack.enter_context(atomic_path(p)) for k, p in outputs.items()}
-        log.info("%s: writing pyramidal TIFF (%d x %d px, %.4f µm/px)", sample, width, height, mpp_value)
-        write_pyramidal_tiff(tmp["slide"], image, mpp_value, quality=quality)
-        adata.write_h5ad(tmp["st"])
-        write_json(tmp["metadata"], meta)
-    log.info("%s: %d spots x %d genes written to %s", sample, adata.n_obs, adata.n_vars, Path(out_dir))
-    return meta
+    return adata
+
+
+def _hest_id(dataset: str | None, section: str, sample: str) -> str | None:
+    """HEST-1k's id of a known dataset's section (None otherwise); logs HEST's pixel size for comparison."""
+    hest = _hest_facts(dataset, section)
+    if hest is None:
+        return None
+    if not pd.isna(hest.get("hest_pixel_size_um")):
+        log.info(
+            "%s: HEST-1k's estimate for section %s (%s) is %s µm/px",
+            sample,
+            section,
+            hest["hest_id"],
+            hest["hest_pixel_size_um"],
+        )
+    return hest["hest_id"]
 
 
 def _hest_facts(dataset: str | None, section: str):

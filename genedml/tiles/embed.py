@@ -37,7 +37,7 @@ from genedml.tiles.embed_loader import region_loader
 from genedml.tiles.embed_plan import Unit, plan_units
 from genedml.tiles.embed_runner import EncoderRunner, autocast_dtype, precision_name, resolve_device, token_count
 from genedml.tiles.embed_store import UnitBuffers, finish_store, resume_or_create, store_fingerprint
-from genedml.tiles.encoders import Encoder
+from genedml.tiles.encoders import EmbedRuntime, Encoder
 from genedml.tiles.features import CHUNK_BYTES, FORMAT_VERSION, StoreLayout
 from genedml.tiles.geometry import Geometry
 
@@ -118,56 +118,43 @@ def embed_sample(
     geometry: Geometry,
     encoder: Encoder,
     out: str | os.PathLike,
-    batch_size: int = 64,
-    num_workers: int = 0,
-    device: str = "auto",
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+    device: str | None = None,
     progress: bool = True,
     chunk_bytes: int = CHUNK_BYTES,
 ) -> dict:
     """Write ``out`` (a Zarr v3 store); return run facts (spots, encoder calls, seconds, ...).
 
-    ``chunk_bytes`` sets the chunk (and unit of work) size; smaller units lose less work to an interruption.
+    ``batch_size``, ``num_workers``, ``device``: the encoder's run-time knobs (None: the config schema's
+    default). ``chunk_bytes`` sets the chunk (and unit of work) size; smaller units lose less work to an
+    interruption.
     """
     import torch
-    from tqdm import tqdm
 
     g, out = geometry, Path(out)
+    knobs = {"batch_size": batch_size, "num_workers": num_workers, "device": device}
+    runtime = EmbedRuntime.from_config({k: v for k, v in knobs.items() if v is not None})
     if not Path(g.slide_path).is_file():
         raise InputError("slide image not found (moved since tiling? pass --slide)", g.sample, g.slide_path)
-    device = resolve_device(device)
+    device = resolve_device(runtime.device)
     precision = precision_name(autocast_dtype(encoder.precision, device))
     tokens = bool(getattr(encoder, "cache_local_tokens", False))
     n_tokens = token_count(encoder, g.spec.tile_px, device) if tokens else 0
-    grid_mode = g.spec.neighbour_mode == "grid"
-    layout = StoreLayout(
-        g.n_spots,
-        g.spec.grid * g.spec.grid,
-        encoder.embed_dim,
-        g.spec.neighbour_mode,
-        len(g.grid_nodes) if grid_mode else 0,
-        n_tokens,
-        chunk_bytes,
-    )
+    layout = _store_layout(g, encoder, n_tokens, chunk_bytes)
     units, unit_items = plan_units(g, layout, reuse_grid_locals=not tokens)
     fingerprint = store_fingerprint(g, encoder, precision, n_tokens, layout)
     store, done, tmp = resume_or_create(out, g, layout, fingerprint, len(units))
 
     todo = [item for u, its in enumerate(unit_items) if not done[u] for item in its]
     sink = UnitBuffers(store, units, layout, done)
-    runner = EncoderRunner(encoder, device, batch_size, g.spec.tile_px, tokens)
-    loader = region_loader(g.slide_path, g.scale, g.spec.tile_px, todo, num_workers)
+    runner = EncoderRunner(encoder, device, runtime.batch_size, g.spec.tile_px, tokens)
+    loader = region_loader(g.slide_path, g.scale, g.spec.tile_px, todo, runtime.num_workers)
     t0 = time.perf_counter()
-    bar = tqdm(
-        total=int(sum(len(it.cuts) for it in todo)),
-        desc=f"embed {g.sample} ({g.spec.neighbour_mode})",
-        unit="tile",
-        mininterval=5,
-        file=sys.stderr,
-        disable=not progress,
-    )
+    bar = _progress_bar(g, int(sum(len(it.cuts) for it in todo)), progress)
     with torch.inference_mode():
         sink.flush()  # units with nothing to encode (e.g. all locals reused)
-        calls = _encode(loader, runner, sink, batch_size, bar)
+        calls = _encode(loader, runner, sink, runtime.batch_size, bar)
         sink.flush()
     bar.close()
     wall = time.perf_counter() - t0
@@ -186,3 +173,29 @@ def embed_sample(
         calls / max(wall, 1e-9),
     )
     return facts
+
+
+def _store_layout(g: Geometry, encoder: Encoder, n_tokens: int, chunk_bytes: int) -> StoreLayout:
+    grid_mode = g.spec.neighbour_mode == "grid"
+    return StoreLayout(
+        g.n_spots,
+        g.spec.grid * g.spec.grid,
+        encoder.embed_dim,
+        g.spec.neighbour_mode,
+        len(g.grid_nodes) if grid_mode else 0,
+        n_tokens,
+        chunk_bytes,
+    )
+
+
+def _progress_bar(g: Geometry, total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        desc=f"embed {g.sample} ({g.spec.neighbour_mode})",
+        unit="tile",
+        mininterval=5,
+        file=sys.stderr,
+        disable=not enabled,
+    )

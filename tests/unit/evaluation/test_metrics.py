@@ -28,7 +28,7 @@ def test_pearson_by_hand_and_constant_genes():
     # gene 0 by hand: x = 1..4, y = 2,4,6,9 -> r = 11.5 / sqrt(5 * 26.75)
     assert r[0] == pytest.approx(11.5 / np.sqrt(5 * 26.75))
     assert np.isnan(r[1]) and np.isnan(r[2])  # constant truth, constant prediction
-    m = section_metrics(truth, pred)
+    m = section_metrics(truth, pred, n_top=50)
     assert m["PCC_A"] == pytest.approx(r[0])  # NaN genes ignored by the mean
     assert m["MSE"] == pytest.approx(np.mean((pred - truth) ** 2))
     assert m["MAE"] == pytest.approx(np.mean(np.abs(pred - truth)))
@@ -41,7 +41,7 @@ def test_constant_gene_survives_rounding_noise():
 
 
 def test_single_spot_section_has_no_correlation():
-    m = section_metrics(np.array([[1.0, 2.0]]), np.array([[1.5, 2.5]]))
+    m = section_metrics(np.array([[1.0, 2.0]]), np.array([[1.5, 2.5]]), n_top=50)
     assert np.isnan(m["PCC_A"]) and np.isnan(m["HEG"]) and np.isnan(m["HVG"])
     assert m["MSE"] == pytest.approx(0.25) and m["MAE"] == pytest.approx(0.5)
 
