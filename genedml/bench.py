@@ -21,7 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from genedml.pipeline import schema
+
 log = logging.getLogger(__name__)
+
+NEIGHBOUR_MODES = schema.choices("tiles.neighbour_mode")  # both modes, compared
 
 # a small encoder with UNI's architecture (ViT/16 at 224 px, 197 tokens): the same reading and batching
 # work as UNI with ~1/1000 of its compute, so the benchmark runs on a laptop CPU. No layer-scale: a
@@ -513,7 +517,7 @@ def add_bench_parsers(sub) -> None:
     s.add_argument("--hest-tiles", type=json.loads, default={"tile_px": 224, "target_mpp": 0.5})
     s.add_argument("--grid-stride", type=float, default=1.0)
     s.add_argument("--grid-offset", default="auto")
-    s.add_argument("--modes", nargs="+", choices=["centred", "grid"], default=["centred", "grid"])
+    s.add_argument("--modes", nargs="+", choices=NEIGHBOUR_MODES, default=NEIGHBOUR_MODES)
     s.add_argument("--encoder", help="encoder config as JSON (default: a small random-init UNI-architecture ViT)")
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--num-workers", type=int, default=1)

@@ -13,17 +13,8 @@ GENEDML_MODEL_DEFAULTS = {
     "size": "small",
     "preset": "paper",
     "variant": "full",
-    # widths: encoder_dim null = run the neighbour/global encoders at the cached feature width (reference)
-    "encoder_dim": None,
-    "proj_dim": 512,
-    "neighbour_depth": 4,
-    "neighbour_heads": 4,
-    "neighbour_mlp_ratio": 4.0,
-    "neighbour_dropout": 0.3,
-    "global_depth": 5,
-    "global_heads": 8,
-    "global_mlp_ratio": 4.0,
-    "global_dropout": 0.3,
+    # every size sets the widths (encoder_dim null = the neighbour/global encoders run at the cached feature
+    # width, as the reference), k and the optimiser budget; the fusion layer below is the code's, at any size
     "global_kernel": 3,
     "fusion_depth": 1,
     "fusion_heads": 1,
@@ -42,15 +33,10 @@ GENEDML_MODEL_DEFAULTS = {
     "instance_targets": "soft",  # soft (BLEEP-style, the paper) | identity (plain CLIP)
     "tau_ins": 0.07,
     "w_ins": 1.0,
-    # cross-level instance-group loss
-    "lambda_ig": 0.8,
-    "tau_ig": 0.07,
-    "k": 18,
+    # cross-level instance-group loss (its weight, temperature and query space come from the preset)
     "grouping": "kmeans",  # kmeans | spectral | none (each instance its own group)
     "kmeans_iters": 10,
     "kmeans_init": "first",  # first (reference) | farthest
-    "ig_queries": "projected",  # projected: both sides in the grouping space | raw: the code's mixed spaces
-    "normalise_centroids": True,
     "w_pred": 1.0,
     "batching": "mixed",  # batches drawn across the fold's sections, as the reference
     "eval_batch_size": 4096,
@@ -69,10 +55,6 @@ GENEDML_SIZES = {
         "global_heads": 4,
         "global_mlp_ratio": 2.0,
         "global_dropout": 0.1,
-        "fusion_depth": 1,
-        "fusion_heads": 1,
-        "fusion_mlp_ratio": 2.0,
-        "fusion_dropout": 0.1,
         "k": 8,
         "batch_size": 128,
         "lr": 5e-4,
@@ -158,19 +140,7 @@ TRIPLEX_MODEL_DEFAULTS = {
     "size": "small",
     "encoder_dim": None,
     "fusion": "cross",  # cross: TRIPLEX (global token queries local and neighbour tokens) | self: Gene-DML's
-    "neighbour_depth": 4,
-    "neighbour_heads": 4,
-    "neighbour_mlp_ratio": 4.0,
-    "neighbour_dropout": 0.3,
-    "global_depth": 5,
-    "global_heads": 8,
-    "global_mlp_ratio": 4.0,
-    "global_dropout": 0.3,
     "global_kernel": 3,
-    "fusion_depth": 1,
-    "fusion_heads": 4,
-    "fusion_mlp_ratio": 4.0,
-    "fusion_dropout": 0.4,
     "alpha": 0.3,  # weight of the distillation terms
     "local_input": "auto",
     "standardise_inputs": True,
@@ -273,7 +243,12 @@ def resolve(head: str, train_defaults: dict, params: dict) -> dict:
         model, sizes = TRIPLEX_MODEL_DEFAULTS, TRIPLEX_SIZES
     else:
         raise ValueError(head)
-    allowed = set(train_defaults) | set(model)
+    layers = [
+        *sizes.values(),
+        *(GENEDML_PRESETS.values() if head == "genedml" else ()),
+        *(GENEDML_VARIANTS.values() if head == "genedml" else ()),
+    ]
+    allowed = set(train_defaults) | set(model) | {k for layer in layers for k in layer}
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise ValueError(f"{head}: unknown setting(s) {unknown}; known: {', '.join(sorted(allowed))}")

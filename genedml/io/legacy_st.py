@@ -218,7 +218,7 @@ class ImportSpec(StageSpec):
     section: ClassVar[str] = "data"
     keys: ClassVar[tuple[str, ...]] = ("technology", "jpeg_quality")
 
-    technology: str  # st | visium
+    technology: str  # the spot grid (TECHNOLOGIES)
     jpeg_quality: int
 
 

@@ -39,7 +39,7 @@ class FoldSpec(StageSpec):
     section: ClassVar[str] = "folds"
 
     scheme: str
-    reference_set: str  # scheme reference: legacy | triplex2025
+    reference_set: str  # scheme reference: whose published folds
     n_folds: int  # group_kfold
     seed: int | None  # group_kfold shuffle seed (None: no shuffle)
     val_patients: int  # inner validation patients per fold

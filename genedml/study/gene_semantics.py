@@ -53,7 +53,7 @@ class GeneSemanticsSpec(StageSpec):
     model: str  # BUNDLED_MODEL or a local sentence-transformers folder
     descriptions: str | None  # TSV gene -> description
     template: str  # text of a gene, with {symbol}
-    missing_description: str  # symbol | fail
+    missing_description: str  # what a gene without description gets
 
 
 def model_directory(model: str) -> Path:

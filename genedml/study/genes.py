@@ -54,7 +54,7 @@ class GeneSpec(StageSpec):
     list: str | None  # a gene list file or a built-in list name; None = the top n_top
     n_top: int
     min_spot_fraction: float
-    missing: str  # drop | fail
+    missing: str  # what to do with listed genes a sample lacks
 
 
 def select_genes(st_paths: dict[str, Path], spec: GeneSpec) -> tuple[list[str], pd.DataFrame]:

@@ -27,7 +27,7 @@ class TargetSpec(StageSpec):
 
     section: ClassVar[str] = "targets"
 
-    recipe: str  # reference | log1p | log1p_cpm
+    recipe: str  # see the module doc
 
 
 def grid_neighbours(spatial: np.ndarray, radius_factor: float = 1.5):

@@ -98,7 +98,7 @@ class StoreLayout:
     n_spots: int
     n_tiles: int  # neighbour slots per spot (grid x grid)
     dim: int
-    mode: str = "centred"
+    mode: str  # tiles.neighbour_mode
     n_nodes: int = 0  # grid mode: grid tiles
     n_tokens: int = 0  # > 0: cache the local crop's tokens
     chunk_bytes: int = CHUNK_BYTES
@@ -176,7 +176,7 @@ def gather_neighbours(grid_tiles: np.ndarray, index: np.ndarray) -> np.ndarray:
 
 def load_features(path: str | os.PathLike, sample: str | None = None) -> SampleFeatures:
     group, attrs = _open_complete(path, sample)
-    if attrs.get("neighbour_mode", "centred") == "grid":
+    if attrs["neighbour_mode"] == "grid":
         tiles = np.asarray(group["grid_tiles"][:], dtype=np.float32)
         neighbour = gather_neighbours(tiles, np.asarray(group["neighbour_index"][:]))
     else:

@@ -56,7 +56,7 @@ class TileSpec(StageSpec):
     target_mpp: float | None  # None = native resolution (the reference code)
     grid: int
     min_inside: float
-    neighbour_mode: str  # centred | grid
+    neighbour_mode: str  # how neighbour tiles are laid out (module doc)
     grid_stride: float  # grid mode: node spacing in tiles, 1/k (1, 0.5, 0.25, ...)
     grid_offset: tuple[float, float] | None  # grid mode: a node centre, in tiles; None = auto
 
