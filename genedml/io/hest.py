@@ -48,6 +48,17 @@ class SamplePaths:
         return {"slide": str(self.slide), "st": str(self.st), "metadata": str(self.metadata)}
 
 
+def check_spots_inside(centres: np.ndarray, barcodes, dims: tuple[int, int], sample: str, path, image="") -> None:
+    """Fail, naming the sample and up to three spots, when a spot centre lies outside the ``dims`` (w, h) image."""
+    w, h = dims
+    outside = (centres[:, 0] < 0) | (centres[:, 1] < 0) | (centres[:, 0] >= w) | (centres[:, 1] >= h)
+    if outside.any():
+        idx = np.flatnonzero(outside)[:3]
+        examples = ", ".join(f"{barcodes[i]} at ({centres[i, 0]:.0f}, {centres[i, 1]:.0f})" for i in idx)
+        where = f"the {w} x {h} px image" + (f" {image}" if image else "")
+        raise InputError(f"{int(outside.sum())} spot centres lie outside {where}, e.g. {examples}", sample, path)
+
+
 def load_metadata(path: str | os.PathLike, sample: str) -> dict:
     path = Path(path)
     if not path.exists():

@@ -33,7 +33,7 @@ import pandas as pd
 import genedml
 from genedml.atomic import atomic_path, write_json
 from genedml.errors import InputError
-from genedml.io.hest import SamplePaths
+from genedml.io.hest import SamplePaths, check_spots_inside
 from genedml.pipeline.spec import StageSpec
 
 log = logging.getLogger(__name__)
@@ -254,7 +254,7 @@ def import_section(
     pixel = spots[["pixel_x", "pixel_y"]].to_numpy(float)
     log.info("%s: decoding image %s", sample, files.image)
     image = read_image(files.image, sample)
-    _check_inside(pixel, common, image.shape, files, sample)
+    check_spots_inside(pixel, common, image.shape[1::-1], sample, files.spots, image=files.image)
     mpp_value, source, fit = _pixel_size(spots[["x", "y"]].to_numpy(float), pixel, spec.technology, mpp, files, sample)
     adata = _section_anndata(common, genes, counts, spots, pixel)
     meta = {
@@ -317,19 +317,6 @@ def _spots_with_counts(files: LegacyFiles, sample: str):
             files.spots,
         )
     return common, genes, counts[barcodes.get_indexer(common)], spots.loc[common]
-
-
-def _check_inside(pixel: np.ndarray, barcodes, shape, files: LegacyFiles, sample: str) -> None:
-    height, width = shape[:2]
-    outside = (pixel[:, 0] < 0) | (pixel[:, 1] < 0) | (pixel[:, 0] >= width) | (pixel[:, 1] >= height)
-    if outside.any():
-        idx = np.flatnonzero(outside)[:3]
-        ex = ", ".join(f"{barcodes[i]} at ({pixel[i, 0]:.0f}, {pixel[i, 1]:.0f})" for i in idx)
-        raise InputError(
-            f"{int(outside.sum())} spot centres lie outside the {width} x {height} px image {files.image}, e.g. {ex}",
-            sample,
-            files.spots,
-        )
 
 
 def _pixel_size(array_xy, pixel, technology: str, mpp, files: LegacyFiles, sample: str):

@@ -28,7 +28,7 @@ from typing import ClassVar
 import numpy as np
 
 from genedml.atomic import atomic_path
-from genedml.errors import InputError
+from genedml.io.hest import check_spots_inside
 from genedml.pipeline.spec import StageSpec
 
 
@@ -240,16 +240,8 @@ def compute_geometry(
     mpp_source: str = "",
 ) -> Geometry:
     centres = np.asarray(centres, dtype=float)[:, :2]
+    check_spots_inside(centres, barcodes, slide_dims, sample, slide_path)
     w, h = slide_dims
-    outside = (centres[:, 0] < 0) | (centres[:, 1] < 0) | (centres[:, 0] >= w) | (centres[:, 1] >= h)
-    if outside.any():
-        idx = np.flatnonzero(outside)[:3]
-        examples = ", ".join(f"{barcodes[i]} at ({centres[i, 0]:.0f}, {centres[i, 1]:.0f})" for i in idx)
-        raise InputError(
-            f"{int(outside.sum())} spot centres lie outside the {w} x {h} px image, e.g. {examples}",
-            sample,
-            slide_path,
-        )
     scale = 1.0 if spec.target_mpp is None else spec.target_mpp / slide_mpp
     tile0 = spec.tile_px * scale
     offsets = neighbour_offsets(spec.grid) * tile0

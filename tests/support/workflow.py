@@ -53,8 +53,9 @@ def tiny_config(workdir: Path, samples: list[tuple[str, str]], **overrides) -> P
     return write_config(workdir, config, **overrides)
 
 
-def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the repository's Snakefile with ``workdir`` as working directory (outputs under workdir/results)."""
+def snakemake_command(workdir: Path, configfile: Path, *args: str) -> tuple[list[str], dict]:
+    """The command and environment that run the repository's Snakefile in ``workdir`` (outputs under
+    workdir/results), with this venv's tools first on PATH so that rules find `genedml`."""
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     cmd = [
         str(BIN / "snakemake"),
@@ -66,6 +67,12 @@ def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True) -
         str(configfile),
         *args,
     ]
+    return cmd, env
+
+
+def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the repository's Snakefile with ``workdir`` as working directory (outputs under workdir/results)."""
+    cmd, env = snakemake_command(workdir, configfile, *args)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from support.job_log import job_blocks
-from support.workflow import BIN, REPO, snakemake, tiny_config
+from support.workflow import REPO, snakemake, snakemake_command, tiny_config
 
 pytestmark = pytest.mark.pipeline
 SAMPLES = [("S1", "PA"), ("S2", "PB"), ("S3", "PC")]
@@ -211,19 +211,7 @@ def test_killed_run_resumes_to_identical_results(reference, tmp_path):
     work.mkdir()
     weights = shutil.copy2(ref_work / "resnet18.pt", work / "resnet18.pt")  # same bytes, own path
     config = make_config(work, Path(weights))
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    cmd = [
-        str(BIN / "snakemake"),
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(work),
-        "--configfile",
-        str(config),
-        "--cores",
-        "2",
-        *TARGETS,
-    ]
+    cmd, env = snakemake_command(work, config, "--cores", "2", *TARGETS)
     log = open(work / "killed-run.log", "w")
     # its own session, so that the kill reaches snakemake and the jobs it is running, and nothing else
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
