@@ -16,16 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from genedml.atomic import atomic_path  # noqa: E402
-from genedml.evaluation.metrics import pearson_per_gene  # noqa: E402
-from genedml.pipeline.spec import StageSpec  # noqa: E402
+from genedml.atomic import atomic_path
+from genedml.evaluation.metrics import pearson_per_gene
+from genedml.pipeline.spec import StageSpec
 
 
 @dataclass(frozen=True)
@@ -40,8 +36,18 @@ class SpatialFigureSpec(StageSpec):
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SPATIAL_GENES = ("GNAS", "FASN", "ERBB2")
 DPI = 90
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display), imported when a figure is drawn: the workflow
+    imports this module's spec when it starts, and matplotlib takes a third of a second to import."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _save(fig, out) -> None:
@@ -49,7 +55,7 @@ def _save(fig, out) -> None:
     jpeg = Path(out).suffix.lower() in (".jpg", ".jpeg")
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="jpeg" if jpeg else "png", dpi=DPI, pil_kwargs={"quality": 90} if jpeg else None)
-    plt.close(fig)
+    pyplot().close(fig)
 
 
 def choose_spatial_genes(wanted, available: list[str], n_fallback: int = 3) -> list[str]:
@@ -95,7 +101,7 @@ def spatial_maps(export_h5ad, thumbnail_json, genes: list[str], out_png, head: s
     x0, x1, y0, y1 = _crop_box(xy, diameter, width, height)
     panel_w = 3.6
     panel_h = max(1.6, min(5.0, panel_w * (y1 - y0) / max(x1 - x0, 1.0)))
-    fig, axes = plt.subplots(
+    fig, axes = pyplot().subplots(
         len(genes), 2, figsize=(2 * panel_w + 1.0, panel_h * len(genes) + 0.6), squeeze=False, layout="constrained"
     )
     norm = Normalize(0.0, 1.0)
@@ -154,7 +160,7 @@ def pcc_distribution(per_gene: dict, labels: dict, out_png) -> None:
     """Box plot plus the genes as points: mean PCC over folds of every gene, one box per head."""
     heads = list(per_gene)
     data = [pd.read_csv(per_gene[h], sep="\t")["mean_pcc"].to_numpy(dtype=float) for h in heads]
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(heads) + 2.0), 4.2), layout="constrained")
+    fig, ax = pyplot().subplots(figsize=(max(4.5, 1.2 * len(heads) + 2.0), 4.2), layout="constrained")
     clean = [d[~np.isnan(d)] for d in data]
     ax.boxplot([c if c.size else [np.nan] for c in clean], showfliers=False, widths=0.55)
     rng = np.random.default_rng(0)
@@ -189,7 +195,7 @@ def sweep_figure(param: str, points: pd.DataFrame, out_png) -> None:
     """``points``: columns value, head, PCC_A, PCC_A_std, PCC_H, PCC_H_std (one row per head)."""
     pts = points.copy()
     numeric = pd.to_numeric(pts["value"], errors="coerce")
-    fig, ax = plt.subplots(figsize=(5.0, 3.6), layout="constrained")
+    fig, ax = pyplot().subplots(figsize=(5.0, 3.6), layout="constrained")
     if numeric.notna().all():
         pts["x"] = numeric
         pts = pts.sort_values("x")
