@@ -125,3 +125,13 @@ def test_config_show_fills_every_default(tmp_path):
     overlay.write_text("tiles: {neighbour_mode: grid}\n")
     shown = yaml.safe_load(schema.resolved_config([str(REPO / "config.yaml"), str(overlay)]))
     assert shown["tiles"]["neighbour_mode"] == "grid" and shown["tiles"]["tile_px"] == DEMO_CONFIG["tiles"]["tile_px"]
+
+
+def test_a_head_setting_typo_fails_when_the_run_starts_naming_the_head():
+    from genedml.pipeline.plan import check_heads
+
+    check_heads({"g": {"type": "genedml", "lambda_ig": 0.5, "report": {"label": "G"}}, "r": {"type": "ridge"}})
+    with pytest.raises(ValueError, match=r"heads\.g: genedml: unknown setting\(s\) \['lamda_ig'\]"):
+        check_heads({"g": {"type": "genedml", "lamda_ig": 0.5}})
+    with pytest.raises(ValueError, match=r"heads\.d: dkan: unknown setting\(s\) \['dims'\]"):
+        check_heads({"d": {"type": "dkan", "dims": 64}})
