@@ -105,23 +105,28 @@ def test_predict_applies_the_fold_models_to_a_section_without_counts(trained, tm
 
     root, folds, features, targets = trained
     out = tmp_path / "new" / "S3.h5ad"
-    rc = main(
-        [
-            "predict",
-            "--head",
-            "genedml",
-            "--models",
-            str(root / "genedml"),
-            "--sample",
-            "S3",
-            "--features",
-            str(features["S3"]),
-            "--reference-features",
-            str(features["S1"]),
-            "--out",
-            str(out),
-        ]
-    )
+
+    def predict(features_path, out_path) -> int:
+        """`genedml predict` of section S3 with the trained genedml fold models."""
+        return main(
+            [
+                "predict",
+                "--head",
+                "genedml",
+                "--models",
+                str(root / "genedml"),
+                "--sample",
+                "S3",
+                "--features",
+                str(features_path),
+                "--reference-features",
+                str(features["S1"]),
+                "--out",
+                str(out_path),
+            ]
+        )
+
+    rc = predict(features["S3"], out)
     assert rc == 0
     pred = ad.read_h5ad(out)
     held_out = ad.read_h5ad(root / "genedml/predictions.h5ad")
@@ -141,21 +146,5 @@ def test_predict_applies_the_fold_models_to_a_section_without_counts(trained, tm
     shutil.copytree(features["S3"], other)
     zarr.open_group(str(other), mode="r+").attrs["encoder"] = "uni"
     bad = tmp_path / "bad.h5ad"
-    rc = main(
-        [
-            "predict",
-            "--head",
-            "genedml",
-            "--models",
-            str(root / "genedml"),
-            "--sample",
-            "S3",
-            "--features",
-            str(other),
-            "--reference-features",
-            str(features["S1"]),
-            "--out",
-            str(bad),
-        ]
-    )
+    rc = predict(other, bad)
     assert rc == 2 and not bad.exists()
