@@ -3,7 +3,10 @@
 ``genedml bench embed`` embeds the same slides in both neighbour modes (``centred``, ``grid``), each mode in
 its own process so that its peak memory is its own, and reports per mode: encoder calls (per spot), wall
 time, tiles/s, bytes per spot of the feature store and peak RSS; then the centred/grid ratios, and how
-well float16 embeddings compress under candidate Zarr codecs and chunk sizes.
+well float16 embeddings compress under candidate Zarr codecs and chunk sizes. With ``--local-views`` /
+``--tokens`` it also embeds the slides (in the first of ``--modes``) for every count of dihedral views of
+the local crop and with the token cache off and on, and reports encoder calls, bytes per spot and wall time
+as ratios to one view without tokens, measured in the same run.
 """
 
 from __future__ import annotations
@@ -52,6 +55,10 @@ Slides (any combination; each is a dataset in the output):
       genedml bench embed --hest-dir /data/hest1k --samples SPA119 SPA120
   both at once (one run, so the ratios share the machine's conditions):
       genedml bench embed --her2st ../shared/data/her2st --visium-demo
+
+What the local branch costs (dihedral views x token cache, in the first of --modes):
+      genedml bench embed --her2st ../shared/data/her2st --sections B4 --modes grid \
+          --local-views 1 4 8 --tokens off on --no-compression
 
 Tile settings per dataset: HER2ST uses the reference code's 224 px at native resolution, the Visium-like
 slide and HEST folders HEST's 224 px at 0.5 µm/px (override with --her2st-tiles / --visium-tiles /
@@ -132,6 +139,7 @@ def _embed_mode_child(job: dict, queue) -> None:
                     "slide_pixels": int(np.prod(geometry.slide_dims)),
                     "device": facts["device"],
                     "precision": facts["precision"],
+                    "array_bytes": {p.name: _dir_bytes(p) for p in Path(store).iterdir() if p.is_dir()},
                 }
             )
         children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -365,13 +373,85 @@ def bench_embed(a) -> dict:
     result["ratios"] = _ratios(result["modes"])
     if a.compression and "centred" in a.modes:
         result["compression"] = _bench_compression(work, result, per_mode_slides["centred"])
+    if a.local_views != [1] or a.tokens != ["off"]:
+        result["local_branch"] = _bench_local_branch(a, work, encoder, datasets, per_mode_slides[a.modes[0]])
     out_path = Path(a.out)
     from genedml.atomic import write_json
 
     write_json(out_path, result)
     print_table(result)
+    if "local_branch" in result:
+        print_local_branch(result["local_branch"])
     print(f"\nwritten: {out_path}")
     return result
+
+
+LOCAL_ARRAYS = ("local", "local_views", "local_tokens")  # the local branch's share of the store
+
+
+def _bench_local_branch(a, work: Path, encoder: dict, datasets: list, baseline: list) -> dict:
+    """Every (local_views, token cache) pair asked for, on the same slides and mode, with ratios to (1 view, no
+    tokens), which is always measured: it is the mode's own run above."""
+    mode = a.modes[0]
+    slides = [
+        (sample, str(work / "tiles" / name / mode / f"{sample}.npz"), name)
+        for name, _, samples, _ in datasets
+        for sample in samples
+    ]
+    variants = {}
+    pairs = [(1, "off")] + [(v, t) for t in a.tokens for v in a.local_views if (v, t) != (1, "off")]
+    for views, tokens in pairs:
+        key = f"{views} views, tokens {tokens}"
+        if (views, tokens) == (1, "off"):
+            out = baseline  # the baseline is the mode's own run
+        else:
+            log.info("local branch: %s (%s mode)", key, mode)
+            job_slides = [
+                (s, g, str(work / "stores" / n / f"{mode}-v{views}-tok{tokens}" / f"{s}.zarr")) for s, g, n in slides
+            ]
+            cfg = {**encoder, "local_views": views, "cache_local_tokens": tokens == "on"}
+            out = run_mode(
+                {
+                    "encoder": cfg,
+                    "slides": job_slides,
+                    "batch_size": a.batch_size,
+                    "num_workers": a.num_workers,
+                    "device": a.device,
+                    "threads": a.threads,
+                    "progress": a.progress,
+                }
+            )["slides"]
+        summary = _summarise(out)
+        local_bytes = sum(s["array_bytes"].get(k, 0) for s in out for k in LOCAL_ARRAYS)
+        variants[key] = {
+            "local_views": views,
+            "tokens": tokens == "on",
+            **summary,
+            "local_branch_bytes_per_spot": round(local_bytes / max(summary["spots"], 1)),
+        }
+    base = variants["1 views, tokens off"]
+    for v in variants.values():
+        v["calls_ratio"] = round(v["encoder_calls"] / max(base["encoder_calls"], 1), 2)
+        v["bytes_ratio"] = round(v["bytes_per_spot"] / max(base["bytes_per_spot"], 1), 2)
+        v["wall_ratio"] = round(v["wall_s"] / max(base["wall_s"], 1e-9), 2)
+    return {"mode": mode, "slides": [f"{n}:{s}" for s, _, n in slides], "variants": variants}
+
+
+def print_local_branch(lb: dict) -> None:
+    print(f"\nlocal branch ({lb['mode']} mode, {' '.join(lb.get('slides', []))}): ratios to 1 view without tokens")
+    head = (
+        f"{'views':>5} {'tokens':>6} {'calls/spot':>10} {'(x)':>6} {'bytes/spot':>11} {'(x)':>7} "
+        f"{'local-branch bytes/spot':>23} {'wall s':>7} {'(x)':>6} {'tiles/s':>8} {'peak RSS MB':>11}"
+    )
+    print(head)
+    print("-" * len(head))
+    for v in lb["variants"].values():
+        print(
+            f"{v['local_views']:>5} {'on' if v['tokens'] else 'off':>6} {v['calls_per_spot']:>10.2f} "
+            f"{v.get('calls_ratio', float('nan')):>6.2f} {v['bytes_per_spot']:>11} {v.get('bytes_ratio', float('nan')):>7.2f} "
+            f"{v['local_branch_bytes_per_spot']:>23} {v['wall_s']:>7.1f} {v.get('wall_ratio', float('nan')):>6.2f} "
+            f"{v['tiles_per_s']:>8.1f} {v['peak_rss_mb']:>11.0f}"
+        )
 
 
 def _bench_datasets(a, work: Path) -> list[tuple]:
@@ -527,6 +607,17 @@ def add_bench_parsers(sub) -> None:
     s.add_argument("--out", default="results/bench/embed.json")
     s.add_argument(
         "--no-compression", dest="compression", action="store_false", help="skip the codec and chunk-size measurements"
+    )
+    s.add_argument(
+        "--local-views",
+        nargs="+",
+        type=int,
+        choices=schema.choices("encoder.local_views"),
+        default=[1],
+        help="dihedral view counts of the local crop to compare (e.g. 1 4 8), in the first of --modes",
+    )
+    s.add_argument(
+        "--tokens", nargs="+", choices=["off", "on"], default=["off"], help="token cache settings to compare"
     )
     s.add_argument("--progress", action="store_true", help="progress bars of each embedding")
     s.set_defaults(func=bench_embed)

@@ -280,8 +280,8 @@ def targets(a):
 
     spec = _spec_from_args(TargetSpec, a, a.sample)
     chosen = pd.read_csv(a.genes, sep="\t")["gene"].tolist()
-    build_sample_targets(a.st, a.sample, chosen, spec.recipe, a.out)
-    log.info("%s: %s targets for %d genes", a.sample, spec.recipe, len(chosen))
+    build_sample_targets(a.st, a.sample, chosen, spec, a.out)
+    log.info("%s: %s targets (neighbours %s) for %d genes", a.sample, spec.recipe, spec.neighbours, len(chosen))
 
 
 def _gene_semantics_args(s):
@@ -533,6 +533,38 @@ def config(a):
     from genedml.pipeline.schema import resolved_config
 
     print(resolved_config(a.configfiles), end="")
+
+
+def _plan_cost_args(s):
+    from genedml.pipeline.cost import DEFAULT_TILES_PER_SECOND
+
+    s.add_argument(
+        "--configfile",
+        nargs="+",
+        default=["config.yaml"],
+        help="config files, merged in order as `snakemake --configfile` does (default: config.yaml)",
+    )
+    s.add_argument(
+        "--tiles-per-second",
+        type=float,
+        default=DEFAULT_TILES_PER_SECOND,
+        help=f"encoder throughput the GPU time is computed at (default {DEFAULT_TILES_PER_SECOND:g}: an "
+        "ASSUMPTION for UNI ViT-L/16 in fp32, not a measurement; genedml/pipeline/cost.py)",
+    )
+    s.add_argument("--per-sample", metavar="TSV", help="also write each sample's spots and encoder calls here")
+
+
+@subcommand("plan-cost", "encoder calls and GPU time of a config's embed step, before anything runs", _plan_cost_args)
+def plan_cost(a):
+    from genedml.pipeline.cost import load_config
+    from genedml.pipeline.cost import plan_cost as cost_of
+
+    cost = cost_of(load_config(a.configfile), a.tiles_per_second, name=" + ".join(a.configfile))
+    print(cost.format())
+    if a.per_sample:
+        from genedml.atomic import write_tsv
+
+        write_tsv(a.per_sample, cost.table())
 
 
 def _bench_args(s):

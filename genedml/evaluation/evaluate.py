@@ -7,6 +7,10 @@ membership), ``per_gene_section.tsv`` (PCC of every gene in every section) and `
 X = prediction, ``layers['prediction']``, ``layers['truth']``, ``obsm['spatial']`` (level-0 px) and, given
 the slide thumbnails, ``uns['spatial'][sample]`` with a 'hires' image and scale factors, so that
 ``sc.pl.spatial(adata, color=gene, layer='truth', library_id=sample)`` draws the spots on the H&E.
+
+Every prediction (``X`` and ``layers['prediction']``) and every truth value must be finite: a NaN would drop
+a section out of its fold's mean without a trace. Any other value is a ``NonFiniteError`` naming the head,
+the fold, the section and the file, raised after every file is read and before anything is written.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from genedml.atomic import atomic_path, write_json, write_tsv
-from genedml.errors import InputError
-from genedml.evaluation.metrics import SECTION_METRICS, evaluate_sections
+from genedml.errors import InputError, NonFiniteError
+from genedml.evaluation.metrics import SECTION_METRICS, evaluate_sections, nonfinite_counts
 from genedml.pipeline.spec import StageSpec
 
 log = logging.getLogger(__name__)
@@ -46,7 +50,7 @@ def evaluate_head(
     import anndata as ad
 
     sections, genes = [], None
-    exports = []
+    exports, problems = [], []
     seen = {}
     for path in prediction_files:
         pred = ad.read_h5ad(path)
@@ -61,15 +65,22 @@ def evaluate_head(
             seen[sample] = path
             part = pred[pred.obs["sample"] == sample]
             fold = int(part.obs["fold"].iloc[0])
+            problems += _nonfinite(head, fold, sample, path, part)
             sections.append(
                 {
                     "sample": sample,
                     "fold": fold,
                     "truth": np.asarray(part.layers["truth"]),
                     "prediction": np.asarray(part.X),
+                    "head": head,
+                    "path": str(path),
                 }
             )
             exports.append((sample, part))
+    if problems:  # nothing written yet: fail with the first section, listing the others
+        first, rest = problems[0], problems[1:]
+        also = "; also " + "; ".join(f"{p['what']} of {p['sample']!r} (fold {p['fold']})" for p in rest) if rest else ""
+        raise NonFiniteError(**first, more=also)
     res = evaluate_sections(sections, genes, n_top=n_top)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -89,8 +100,33 @@ def evaluate_head(
         for sample, part in exports:
             export_section(head, sample, part, Path(export_dir) / f"{sample}.h5ad", (thumbnails or {}).get(sample))
     for _, row in summary.iterrows():
-        log.info("%s %s: %.4f ± %.4f over %d folds", head, row["metric"], row["mean"], row["std"], row["n_folds"])
+        log.info(
+            "%s %s: %.4f ± %.4f over %d of %d folds, %d of %d sections",
+            head,
+            row["metric"],
+            row["mean"],
+            row["std"],
+            row["n_folds"],
+            row["n_folds_total"],
+            row["n_sections"],
+            row["n_sections_total"],
+        )
     return summary
+
+
+def _nonfinite(head: str, fold: int, sample: str, path, part) -> list[dict]:
+    """The matrices of one section that hold NaN or inf, with their counts (``NonFiniteError``'s arguments)."""
+    found = []
+    matrices = [("prediction (X)", part.X)]
+    if "prediction" in part.layers:
+        matrices.append(("prediction (layers['prediction'])", part.layers["prediction"]))
+    matrices.append(("truth (layers['truth'])", part.layers["truth"]))
+    for what, matrix in matrices:
+        matrix = matrix.toarray() if hasattr(matrix, "toarray") else matrix
+        bad = nonfinite_counts(matrix)
+        if bad is not None:
+            found.append({"what": what, "sample": str(sample), "path": path, "head": head, "fold": fold, **bad})
+    return found
 
 
 def export_section(head: str, sample: str, part, out, thumbnail_json=None) -> None:

@@ -5,7 +5,8 @@
   ignores scale, so shapes are what is compared); the prediction's PCC for that gene and section is in
   its title;
 - per-gene PCC distribution of every head (mean PCC over folds per gene);
-- hyper-parameter sweeps: PCC(A) and PCC(H) (mean ± std over folds) against the swept value.
+- hyper-parameter sweeps: PCC(A) and PCC(H) (mean ± std over folds) against the swept value; a point
+  averaged over fewer than all folds is annotated "k/n folds".
 """
 
 from __future__ import annotations
@@ -192,7 +193,8 @@ def pcc_distribution(per_gene: dict, labels: dict, out_png) -> None:
 
 
 def sweep_figure(param: str, points: pd.DataFrame, out_png) -> None:
-    """``points``: columns value, head, PCC_A, PCC_A_std, PCC_H, PCC_H_std (one row per head)."""
+    """``points``: columns value, head, PCC_A, PCC_A_std, PCC_H, PCC_H_std (one row per head), optionally
+    ``<metric>_n_folds`` and ``<metric>_n_folds_total``: a point over fewer folds is annotated "k/n folds"."""
     pts = points.copy()
     numeric = pd.to_numeric(pts["value"], errors="coerce")
     fig, ax = pyplot().subplots(figsize=(5.0, 3.6), layout="constrained")
@@ -215,6 +217,12 @@ def sweep_figure(param: str, points: pd.DataFrame, out_png) -> None:
             capsize=3,
             label=metric.replace("_", "(") + ")",
         )
+        if f"{metric}_n_folds" in pts and f"{metric}_n_folds_total" in pts:
+            for xi, yi, k, n in zip(x, pts[metric], pts[f"{metric}_n_folds"], pts[f"{metric}_n_folds_total"]):
+                if pd.notna(k) and pd.notna(n) and k < n and pd.notna(yi):
+                    ax.annotate(
+                        f"{int(k)}/{int(n)} folds", (xi, yi), xytext=(4, 4), textcoords="offset points", fontsize=7
+                    )
     ax.set_xlabel(param)
     ax.set_ylabel("PCC (mean ± std over folds)")
     ax.set_title(f"Sweep over {param}", fontsize=10)
@@ -247,7 +255,13 @@ def overview_figures(specs: dict, metrics_dir, out_dir) -> list[Path]:
                     **{
                         k: summary.loc[m, col]
                         for m in ("PCC_A", "PCC_H")
-                        for k, col in ((m, "mean"), (f"{m}_std", "std"))
+                        for k, col in (
+                            (m, "mean"),
+                            (f"{m}_std", "std"),
+                            (f"{m}_n_folds", "n_folds"),
+                            (f"{m}_n_folds_total", "n_folds_total"),
+                        )
+                        if col in summary.columns
                     },
                 }
             )

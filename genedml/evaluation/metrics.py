@@ -15,6 +15,12 @@ Every number starts per held-out test section:
 - MSE and MAE over all spots and genes of the section.
 A fold's value is the NaN-aware mean over its sections; the reported value is the mean ± std over folds
 (std with ddof=0, numpy's default, as the reference code).
+
+Nothing is averaged silently: every section counts the genes whose r is undefined
+(``n_genes_undefined_r``), every fold counts its sections and, per metric, the sections that have a value
+(``n_<metric>``), and the summary counts the folds and sections behind each mean (``n_folds`` of
+``n_folds_total``, ``n_sections`` of ``n_sections_total``). Predictions and truth must be finite
+(``nonfinite_counts``; ``evaluate_sections`` refuses anything else).
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import warnings
 
 import numpy as np
 import pandas as pd
+
+from genedml.errors import NonFiniteError
 
 SECTION_METRICS = ("PCC_A", "PCC_H", "HEG", "HVG", "MSE", "MAE")
 RANK_DECIMALS = 12  # PCCs equal to 12 decimals tie when genes are ranked
@@ -49,6 +57,22 @@ def pearson_per_gene(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.where(flat, np.nan, (a * b).sum(0) / np.sqrt(np.where(flat, 1.0, ss_a * ss_b)))
     return np.clip(r, -1.0, 1.0)
+
+
+def nonfinite_counts(matrix) -> dict | None:
+    """None when every value of the (spots, genes) matrix is finite; else the counts of NaN and inf values
+    and of the spots (rows) and genes (columns) that hold any, with the matrix's shape."""
+    m = np.asarray(matrix, dtype=np.float64)
+    bad = ~np.isfinite(m)
+    if not bad.any():
+        return None
+    bad2 = bad.reshape(m.shape[0], -1) if m.ndim != 2 else bad
+    return {
+        "n_nan": int(np.isnan(m).sum()),
+        "n_inf": int(np.isinf(m).sum()),
+        "spots": (int(bad2.any(1).sum()), int(bad2.shape[0])),
+        "genes": (int(bad2.any(0).sum()), int(bad2.shape[1])),
+    }
 
 
 def nanmean(x) -> float:
@@ -88,6 +112,7 @@ def section_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_top: int, hpg_idx=
         "MSE": float(np.mean(err**2)),
         "MAE": float(np.mean(np.abs(err))),
         "n_spots": int(y_true.shape[0]),
+        "n_genes_undefined_r": int(np.isnan(pcc).sum()),
         "heg_idx": heg,
         "hvg_idx": hvg,
     }
@@ -115,20 +140,37 @@ def top_predictive_genes(fold_gene_pcc: pd.DataFrame, n: int = 50) -> list[str]:
     return [mean_rank.index[i] for i in order[: min(n, len(order))]]
 
 
-def summarise(per_fold: pd.DataFrame, metrics) -> pd.DataFrame:
-    """Mean ± std over folds (ddof=0) of each metric; NaN folds ignored."""
+R_METRICS = ("PCC_A", "PCC_H", "HEG", "HVG")  # means of per-gene r: genes with undefined r are left out
+
+
+def summarise(
+    per_fold: pd.DataFrame, metrics, per_section: pd.DataFrame | None = None, n_genes_undefined_r: int | None = None
+) -> pd.DataFrame:
+    """Mean ± std over folds (ddof=0) of each metric; NaN folds are left out of the mean and counted.
+
+    Columns: ``metric, mean, std, n_folds`` (folds with a value), ``n_folds_total``, and, given the
+    per-section table, ``n_sections`` (sections with a value), ``n_sections_total`` and
+    ``n_genes_undefined_r`` (given: the genes whose r is undefined in at least one section; on the
+    r-based metrics' rows only)."""
     rows = []
     for m in metrics:
         v = per_fold[m].to_numpy(dtype=float)
+        n_total = int(v.size)
         v = v[~np.isnan(v)]
-        rows.append(
-            {
-                "metric": m,
-                "mean": float(np.mean(v)) if v.size else np.nan,
-                "std": float(np.std(v)) if v.size else np.nan,
-                "n_folds": int(v.size),
-            }
-        )
+        row = {
+            "metric": m,
+            "mean": float(np.mean(v)) if v.size else np.nan,
+            "std": float(np.std(v)) if v.size else np.nan,
+            "n_folds": int(v.size),
+            "n_folds_total": n_total,
+        }
+        if per_section is not None:
+            sv = per_section[m].to_numpy(dtype=float)
+            row["n_sections"] = int(np.sum(~np.isnan(sv)))
+            row["n_sections_total"] = int(sv.size)
+        if n_genes_undefined_r is not None:
+            row["n_genes_undefined_r"] = n_genes_undefined_r if m in R_METRICS else np.nan
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -141,7 +183,8 @@ def _fold_mean(stack: list[np.ndarray]) -> np.ndarray:
 def evaluate_sections(sections: list[dict], genes: list[str], n_top: int) -> dict:
     """Aggregate per-section results into the tables the report needs.
 
-    ``sections``: dicts with ``sample``, ``fold``, ``truth`` (N, G) and ``prediction`` (N, G).
+    ``sections``: dicts with ``sample``, ``fold``, ``truth`` (N, G) and ``prediction`` (N, G), optionally
+    ``head`` and ``path`` (named in the error when a matrix holds NaN or inf: ``NonFiniteError``).
     Returns DataFrames ``per_section`` (one row per section, every metric), ``per_fold``, ``summary``,
     ``per_gene`` (per-fold PCC, mean PCC, mean rank, PCC(H) membership, pooled mean / variance, how
     often the gene was a section's HEG / HVG) and ``per_gene_section`` (PCC of every gene in every
@@ -153,6 +196,10 @@ def evaluate_sections(sections: list[dict], genes: list[str], n_top: int) -> dic
     for s in sections:
         if np.shape(s["truth"])[1] != len(genes):
             raise ValueError(f"section {s['sample']}: {np.shape(s['truth'])[1]} genes, expected {len(genes)}")
+        for what in ("prediction", "truth"):
+            bad = nonfinite_counts(s[what])
+            if bad is not None:  # a NaN would drop out of every mean without a trace
+                raise NonFiniteError(what, s["sample"], s.get("path"), s.get("head"), int(s["fold"]), **bad)
     # a fixed section order (fold, sample) makes every mean independent of the order sections arrive in
     sections = sorted(sections, key=lambda s: (int(s["fold"]), str(s["sample"])))
     results = [section_metrics(s["truth"], s["prediction"], n_top=n_top) for s in sections]
@@ -171,6 +218,7 @@ def evaluate_sections(sections: list[dict], genes: list[str], n_top: int) -> dic
 
     per_section, per_fold = _section_and_fold_tables(sections, results, folds, hpg_idx)
     per_gene = _per_gene_table(fold_gene, hpg, sections, results)
+    undefined = np.stack([np.isnan(r["pcc_per_gene"]) for r in results])  # sections x genes
     per_gene_section = pd.DataFrame(
         {s["sample"]: r["pcc_per_gene"] for s, r in zip(sections, results)}, index=pd.Index(genes, name="gene")
     )
@@ -179,7 +227,7 @@ def evaluate_sections(sections: list[dict], genes: list[str], n_top: int) -> dic
         "per_fold": per_fold,
         "per_gene": per_gene.reset_index(),
         "per_gene_section": per_gene_section.reset_index(),
-        "summary": summarise(per_fold, SECTION_METRICS),
+        "summary": summarise(per_fold, SECTION_METRICS, per_section, int(undefined.any(0).sum())),
         "pcc_h_genes": hpg,
         "heg_genes": {s["sample"]: [genes[i] for i in r["heg_idx"]] for s, r in zip(sections, results)},
         "hvg_genes": {s["sample"]: [genes[i] for i in r["hvg_idx"]] for s, r in zip(sections, results)},
@@ -196,6 +244,7 @@ def _section_and_fold_tables(sections: list[dict], results: list[dict], folds: l
                 "fold": int(s["fold"]),
                 "sample": s["sample"],
                 "n_spots": r["n_spots"],
+                "n_genes_undefined_r": r["n_genes_undefined_r"],
                 **{m: r[m] for m in SECTION_METRICS},
             }
         )
@@ -203,7 +252,17 @@ def _section_and_fold_tables(sections: list[dict], results: list[dict], folds: l
     fold_rows = []
     for f in folds:
         sec = per_section[per_section["fold"] == f]
-        fold_rows.append({"fold": f, "n_sections": len(sec), **{m: nanmean(sec[m]) for m in SECTION_METRICS}})
+        undefined = np.stack([np.isnan(r["pcc_per_gene"]) for s, r in zip(sections, results) if int(s["fold"]) == f])
+        fold_rows.append(
+            {
+                "fold": f,
+                "n_sections": len(sec),
+                **{m: nanmean(sec[m]) for m in SECTION_METRICS},
+                # how many sections each mean is over, and the genes left out of some section's r means
+                **{f"n_{m}": int(sec[m].notna().sum()) for m in SECTION_METRICS},
+                "n_genes_undefined_r": int(undefined.any(0).sum()),
+            }
+        )
     return per_section, pd.DataFrame(fold_rows)
 
 
@@ -221,4 +280,5 @@ def _per_gene_table(fold_gene: pd.DataFrame, hpg: list[str], sections: list[dict
     per_gene["variance"] = truth_all.var(0)
     per_gene["sections_HEG"] = np.bincount(np.concatenate([r["heg_idx"] for r in results]), minlength=n_genes)
     per_gene["sections_HVG"] = np.bincount(np.concatenate([r["hvg_idx"] for r in results]), minlength=n_genes)
+    per_gene["sections_undefined_r"] = np.sum([np.isnan(r["pcc_per_gene"]) for r in results], axis=0).astype(int)
     return per_gene

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genedml.pipeline import schema
 from genedml.tiles.features import SampleFeatures
 
 
@@ -49,7 +50,8 @@ class Head:
 
     kind = "base"
     defaults: dict = {}
-    COMMON = {"seed": 0}  # settings of every head: the seed of its training
+    # settings of every head: the seed of its training, and its protocol (the run's unless the head sets one)
+    COMMON = {"seed": 0, "protocol": schema.part("protocol")["default"]}
 
     def __init__(self, params: dict, seed: int = 0):
         self.params = self.settings(params)
@@ -69,11 +71,12 @@ class Head:
             raise ValueError(f"{cls.kind}: unknown setting(s) {unknown}; known: {', '.join(sorted(known))}")
         return {**copy.deepcopy(known), **params}
 
-    def fit(self, train: list[Section], val: list[Section], test: list[Section] | None = None) -> dict:
+    def fit(self, train: list[Section], val: list[Section]) -> dict:
         """Train; return facts for the log (chosen hyper-parameters, validation scores, timings).
 
-        ``test`` is passed only when the head's config asks for the reference protocol
-        (``selection: test_fold``); honest heads never look at it.
+        ``val`` are the sections every model-selection decision is made on. Which sections those are is the
+        protocol's (``genedml.heads.train``): under ``reference`` they are the test fold, so a head must never
+        train on them (``params["protocol"]`` says which).
         """
         raise NotImplementedError
 

@@ -112,13 +112,14 @@ class BLEEPHead(TorchHead):
         self.set_reference(self._reference_targets)
         return super()._score(sections)
 
-    def fit(self, train, val, test=None) -> dict:
+    def fit(self, train, val) -> dict:
         import torch
 
         device = self.device()
         self._reference_targets = [torch.as_tensor(s.targets, dtype=torch.float32, device=device) for s in train]
-        facts = super().fit(train, val, test)
-        if self.params["reference"] == "train_val":
+        facts = super().fit(train, val)
+        if self.params["reference"] == "train_val" and self.params["protocol"] == "honest":
+            # the selection sections are the test fold under the reference protocol: never a reference
             self._reference_targets += [torch.as_tensor(s.targets, dtype=torch.float32, device=device) for s in val]
         self.set_reference(self._reference_targets)
         self._reference_targets = []

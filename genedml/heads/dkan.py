@@ -84,10 +84,10 @@ class DKANHead(TorchHead):
             self.gene_text = embed_texts(list(genes), BUNDLED_MODEL)
             self.semantics_meta = {"model": BUNDLED_MODEL, "texts": "symbols", "file": None}
 
-    def fit(self, train, val, test=None) -> dict:
+    def fit(self, train, val) -> dict:
         if self.params["gene_queries"] == "semantic":
             self._load_gene_text(train[0].genes)
-        facts = super().fit(train, val, test)
+        facts = super().fit(train, val)
         return {**facts, "gene_semantics": self.semantics_meta or {"queries": "learned"}}
 
     def build_model(self, dims: dict):

@@ -2,7 +2,7 @@
 
 Settings resolve in layers (``genedml.heads.presets``): training defaults < model defaults < ``size``
 (small | her2st | stnet | cscc) < ``preset`` (paper | reference_code) < ``variant`` (full | plain |
-multiscale | groups | no-global | no-grouping | mse-only) < the head's own keys (e.g. ``k``,
+multiscale | groups | no-global | no-grouping | no-group-projection | mse-only) < the head's own keys (e.g. ``k``,
 ``lambda_ig``, ``tau_ig`` for the sweeps). The resolved settings are saved with every fold's model.
 
 Training loss per batch (paper eq. 7): ``w_ins * L_ins + lambda_ig * L_cross + w_pred * L_pred``.
@@ -85,17 +85,20 @@ class GeneDMLHead(TorchHead):
         from genedml.networks import losses
 
         p = self.params
-        z_img = model.group_space(fused).float()
-        z_gene = model.group_space(gene).float()
+        if p["group_projection"]:
+            z_img, z_gene = model.group_space(fused).float(), model.group_space(gene).float()
+        else:  # group the L2-normalised instance embeddings themselves
+            z_img, z_gene = F.normalize(fused, dim=-1), gene
         opts = dict(k=int(p["k"]), method=p["grouping"], iters=int(p["kmeans_iters"]), init=p["kmeans_init"])
         img_labels, img_c = losses.group(z_img, **opts)
         gene_labels, gene_c = losses.group(z_gene, **opts)
         if p["normalise_centroids"]:
             img_c, gene_c = F.normalize(img_c, dim=-1), F.normalize(gene_c, dim=-1)
-        if p["ig_queries"] == "raw":
-            # the public code: the fused image token and the (normalised) gene token, unprojected
+        if p["ig_queries"] == "instance":  # paper eq. 5: the instance embeddings against the centroids
+            q_img, q_gene = F.normalize(fused, dim=-1), gene
+        elif p["ig_queries"] == "raw":  # the public code: the raw fused image token, the normalised gene token
             q_img, q_gene = fused, gene
-        else:
+        else:  # projected: the queries in the grouping space too
             q_img, q_gene = z_img, z_gene
         return losses.instance_group_loss(q_img, q_gene, (img_labels, img_c), (gene_labels, gene_c), float(p["tau_ig"]))
 

@@ -13,13 +13,13 @@ VIEWS = ("local", "neighbour_mean", "global_mean")
 CHOICES = {
     "instance_targets": ("soft", "identity"),
     "grouping": ("kmeans", "spectral", "none"),
-    "ig_queries": ("projected", "raw"),
+    "ig_queries": ("instance", "raw", "projected"),
     "pool": ("scales", "tokens"),
-    "kmeans_init": ("first", "farthest"),
+    "kmeans_init": ("random", "farthest"),
     "local_input": ("auto", "cls", "tokens"),
     "fusion": ("cross", "self"),
-    "selection": ("val", "test_fold", "last"),  # every neural head: which sections choose the epoch
     "batching": ("section", "mixed"),
+    "train_views": ("random", "identity"),  # every neural head: the local crop's view while training
 }
 
 

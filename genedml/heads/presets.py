@@ -36,7 +36,8 @@ GENEDML_MODEL_DEFAULTS = {
     # cross-level instance-group loss (its weight, temperature and query space come from the preset)
     "grouping": "kmeans",  # kmeans | spectral | none (each instance its own group)
     "kmeans_iters": 10,
-    "kmeans_init": "first",  # first (reference) | farthest
+    "group_projection": True,  # group the grouping projection's output (false: the instance embeddings)
+    "kmeans_init": "random",  # random rows of the batch (the reference's first rows of a shuffled batch) | farthest
     "w_pred": 1.0,
     "batching": "mixed",  # batches drawn across the fold's sections, as the reference
     "eval_batch_size": 4096,
@@ -116,22 +117,40 @@ GENEDML_SIZES = {
 GENEDML_SIZES["skinst"] = GENEDML_SIZES["cscc"]
 
 GENEDML_PRESETS = {
-    # the paper's text: lambda 0.8, tau_I-G 0.07, instance-group loss in one (the grouping) space
-    "paper": {"lambda_ig": 0.8, "tau_ig": 0.07, "ig_queries": "projected", "normalise_centroids": True},
-    # the public code's defaults: lambda 1.0, tau_I-G 0.1; queries are the raw fused image token and the
-    # normalised gene token while the centroids live in the grouping projection's space (unnormalised)
-    "reference_code": {"lambda_ig": 1.0, "tau_ig": 0.1, "ig_queries": "raw", "normalise_centroids": False},
+    # the paper (eq. 5-7 and its stated hyper-parameters): lambda 0.8, tau_I-G 0.07; each modality's
+    # (L2-normalised) instance embeddings are classified against the other modality's group centroids
+    "paper": {"lambda_ig": 0.8, "tau_ig": 0.07, "ig_queries": "instance", "normalise_centroids": True},
+    # the public code: lambda 1.0, tau_I-G 0.1; the queries are the raw fused image token and the normalised
+    # gene token while the centroids live in the grouping projection's space (unnormalised); the fused
+    # representation is the mean over all tokens; the cached features enter unstandardised
+    "reference_code": {
+        "lambda_ig": 1.0,
+        "tau_ig": 0.1,
+        "ig_queries": "raw",
+        "normalise_centroids": False,
+        "pool": "tokens",
+        "standardise_inputs": False,
+    },
 }
+# Training budget a preset sets on the paper-sized models only (size her2st | stnet | cscc; the CPU size
+# keeps its own): the paper's text trains with batch 256, the code with the size's 512 / 512 / 256.
+GENEDML_PRESET_BUDGETS = {"paper": {"batch_size": 256}, "reference_code": {}}
 
 # The paper's ablation rows (Tab. 3, supp. Tab. 3 and 7), as switches. The I-G weight of the rows that
 # keep it comes from the preset.
 GENEDML_VARIANTS = {
     "full": {},
-    "plain": {"instance_scales": ["fused"], "lambda_ig": 0.0},  # plain bimodal
+    # Tab. 3 row 1, plain bimodal: one fused image-gene instance loss, no I-G, no global encoder
+    "plain": {"instance_scales": ["fused"], "lambda_ig": 0.0, "use_global": False},
+    # row 2, + multi-scale instance-level alignment, with the global encoder
     "multiscale": {"instance_scales": ["local", "neighbour", "global"], "lambda_ig": 0.0},
-    "groups": {"instance_scales": ["fused"]},  # + I-G with grouping only
-    "no-global": {"use_global": False},  # full without global
-    "no-grouping": {"grouping": "none"},  # full without grouping
+    # row 3, + instance-group loss with feature grouping only (single-level I-L, no global encoder)
+    "groups": {"instance_scales": ["fused"], "use_global": False},
+    "no-global": {"use_global": False},  # full without global (its I-L covers local and neighbour)
+    # full without feature grouping, two readings: no groups at all (each instance its own group) ...
+    "no-grouping": {"grouping": "none"},
+    # ... or k-means without the grouping projection (on the instance embeddings themselves)
+    "no-group-projection": {"group_projection": False},
     "mse-only": {"instance_scales": [], "lambda_ig": 0.0},  # no contrastive term at all
 }
 
@@ -246,6 +265,7 @@ def resolve(head: str, train_defaults: dict, params: dict) -> dict:
     layers = [
         *sizes.values(),
         *(GENEDML_PRESETS.values() if head == "genedml" else ()),
+        *(GENEDML_PRESET_BUDGETS.values() if head == "genedml" else ()),
         *(GENEDML_VARIANTS.values() if head == "genedml" else ()),
     ]
     allowed = set(train_defaults) | set(model) | {k for layer in layers for k in layer}
@@ -256,7 +276,10 @@ def resolve(head: str, train_defaults: dict, params: dict) -> dict:
     size = params.get("size", model["size"])
     out.update(_pick(sizes, size, "size", head))
     if head == "genedml":
-        out.update(_pick(GENEDML_PRESETS, params.get("preset", model["preset"]), "preset", head))
+        preset = params.get("preset", model["preset"])
+        out.update(_pick(GENEDML_PRESETS, preset, "preset", head))
+        if size != "small":
+            out.update(GENEDML_PRESET_BUDGETS[preset])
         out.update(_pick(GENEDML_VARIANTS, params.get("variant", model["variant"]), "variant", head))
     out.update(params)
     return out

@@ -8,12 +8,12 @@ does (contrastive negatives then come from every section). Either way ``Batch.gr
 a section's global context (all of its spots and their grid coordinates) has it.
 
 Training: Adam (lr 1e-4), StepLR(step 20, gamma 0.95), fixed seeds, bf16 autocast on GPU. After each
-epoch the model is scored on the validation sections (mean per-gene Pearson r, per section, averaged);
-the best epoch is kept and training stops after ``patience`` epochs without improvement.
-``selection: val`` (default) uses the inner validation split of training patients;
-``selection: test_fold`` reproduces the reference code, which selects on the held-out fold itself (this
-leaks test information; outputs say so); ``selection: last`` keeps the final epoch.
-Per-epoch losses and validation PCC go to ``history.csv`` next to the checkpoint.
+epoch the model is scored on the selection sections (mean per-gene Pearson r, per section, averaged);
+the best epoch is kept and training stops after ``patience`` epochs without improvement. Which sections
+select is the protocol's business (``genedml.heads.train``): the inner validation patients (``honest``)
+or the test fold (``reference``); with none, the last epoch is kept. A non-finite loss stops training
+with an error naming the head, the fold and the epoch. Per-epoch losses and the selection PCC go to
+``history.csv`` next to the checkpoint.
 """
 
 from __future__ import annotations
@@ -41,12 +41,14 @@ TRAIN_DEFAULTS = {
     "step_size": 20,
     "gamma": 0.95,
     "patience": 20,
-    "selection": "val",  # which sections choose the epoch (heads.inputs.CHOICES)
     "device": "auto",
     "amp": True,
     "eval_batch_size": 1024,
     "batching": "section",  # batches of one section, or mixed across sections
     "log_every": 1,  # epochs between log lines
+    # features with several dihedral views of the local crop (encoder.local_views): training draws one per
+    # spot per epoch (random) or keeps the identity; evaluation always uses the identity (heads.inputs.CHOICES)
+    "train_views": "random",
 }
 
 
@@ -59,14 +61,19 @@ class SectionTensors:
     neighbour: object  # (N, T, D) float32
     neighbour_mask: object  # (N, T) bool
     targets: object  # (N, G) float32 or None
-    local_tokens: object = None  # (N, K, D) float16 token maps, when the feature store has them
+    local_tokens: object = None  # lazy token maps (tiles.features.TokenMaps, shape (N, K, D)): read per batch
     array_coords: object = None  # (N, 2) numpy array (row, col) as stored
     spatial: object = None  # (N, 2) numpy pixel centres
+    local_views: object = None  # (N, V, D) float32 dihedral views of the local crop (V > 1), or None
     _coords: object = None
 
     @property
     def n_spots(self) -> int:
         return int(self.local.shape[0])
+
+    @property
+    def n_views(self) -> int:
+        return 1 if self.local_views is None else int(self.local_views.shape[1])
 
     @property
     def coords(self):
@@ -83,66 +90,112 @@ class SectionTensors:
         return self._coords
 
 
+_UNREAD = object()  # Batch._tokens before the token maps are first asked for
+
+
 @dataclass
 class Batch:
     section: SectionTensors | None  # the batch's section (None for a mixed batch)
     index: object  # (B,) long rows of ``section`` (None for a mixed batch)
-    local: object
+    local: object  # (B, D): the CLS embedding, of each row's view
     neighbour: object
     neighbour_mask: object
     targets: object  # (B, G) or None
     groups: list = field(default_factory=list)  # [(SectionTensors, rows)] in the order of the batch's rows
-    local_tokens: object = None
+    views: object = None  # (B,) numpy: the dihedral view of each row (None: the identity, view 0)
+    _tokens: object = _UNREAD
 
     @property
     def size(self) -> int:
         return int(self.local.shape[0])
 
+    @property
+    def local_tokens(self):
+        """(B, K, D) float token maps of the rows (in their views) on the device, or None without any; read
+        from the feature stores on first use, so a head that never asks reads nothing."""
+        if self._tokens is _UNREAD:
+            self._tokens = _stream_tokens(self.groups, self.views, self.local.device)
+        return self._tokens
+
+
+def _stream_tokens(groups: list, views, device):
+    """Each group's rows of its section's token maps (sorted unique rows read, then reordered), as float."""
+    import torch
+
+    if not groups or any(st.local_tokens is None for st, _ in groups):
+        return None
+    out, lo = [], 0
+    for st, rows in groups:
+        rows = np.asarray(rows.cpu() if hasattr(rows, "cpu") else rows).reshape(-1)
+        part = None if views is None else views[lo : lo + len(rows)]
+        lo += len(rows)
+        out.append(torch.from_numpy(st.local_tokens.read(rows, part)))
+    return torch.cat(out).to(device).float()
+
 
 def section_tensors(section: Section, device) -> SectionTensors:
     import torch
 
+    from genedml.tiles.features import TokenMaps
+
     f = section.features
-    tokens = getattr(f, "local_tokens", None)
+    tokens = f.token_maps() if hasattr(f, "token_maps") else None
+    if tokens is None and getattr(f, "local_tokens", None) is not None:
+        tokens = TokenMaps(f.local_tokens, getattr(f, "token_rows", None), section.sample)
+    views = getattr(f, "local_views", None)
     return SectionTensors(
         section.sample,
         torch.as_tensor(f.local, dtype=torch.float32, device=device),
         torch.as_tensor(f.neighbour, dtype=torch.float32, device=device),
         torch.as_tensor(f.neighbour_mask, dtype=torch.bool, device=device),
         None if section.targets is None else torch.as_tensor(section.targets, dtype=torch.float32, device=device),
-        None if tokens is None else torch.as_tensor(np.asarray(tokens), dtype=torch.float16, device=device),
+        tokens,  # stays on disk: streamed per batch
         np.asarray(f.array_coords),
         np.asarray(f.spatial),
+        None if views is None else torch.as_tensor(views, dtype=torch.float32, device=device),
     )
 
 
-def make_batch(st: SectionTensors, index) -> Batch:
+def make_batch(st: SectionTensors, index, rng: np.random.Generator | None = None) -> Batch:
+    """A batch of rows ``index`` of one section. With ``rng`` (training, ``train_views: random``) and
+    several views in the features, each row gets a random view (CLS and token map alike); else view 0."""
+    import torch
+
+    views = None
+    if rng is not None and st.n_views > 1:
+        views = rng.integers(st.n_views, size=len(index))
+        local = st.local_views[index, torch.as_tensor(views, device=st.local_views.device)]
+    else:
+        local = st.local[index]
     return Batch(
         st,
         index,
-        st.local[index],
+        local,
         st.neighbour[index],
         st.neighbour_mask[index],
         None if st.targets is None else st.targets[index],
         [(st, index)],
-        None if st.local_tokens is None else st.local_tokens[index].float(),
+        views,
     )
 
 
-def make_mixed_batch(parts: list) -> Batch:
-    """A batch of rows from several sections: ``parts`` = [(SectionTensors, rows)]."""
+def make_mixed_batch(parts: list, rng: np.random.Generator | None = None) -> Batch:
+    """A batch of rows from several sections: ``parts`` = [(SectionTensors, rows)]; ``rng`` as ``make_batch``."""
     import torch
 
     if len(parts) == 1:
-        return make_batch(*parts[0])
+        return make_batch(*parts[0], rng=rng)
+    batches = [make_batch(st, rows, rng) for st, rows in parts]
 
     def cat(attr):
-        values = [getattr(st, attr) for st, _ in parts]
+        values = [getattr(b, attr) for b in batches]
         if any(v is None for v in values):
             return None
-        return torch.cat([v[i] for v, (_, i) in zip(values, parts)])
+        return torch.cat(values)
 
-    tokens = cat("local_tokens")
+    views = None
+    if any(b.views is not None for b in batches):
+        views = np.concatenate([np.zeros(b.size, np.int64) if b.views is None else b.views for b in batches])
     return Batch(
         None,
         None,
@@ -151,7 +204,7 @@ def make_mixed_batch(parts: list) -> Batch:
         cat("neighbour_mask"),
         cat("targets"),
         list(parts),
-        None if tokens is None else tokens.float(),
+        views,
     )
 
 
@@ -162,6 +215,10 @@ def training_views(train: list, views: list[str]):
     return torch.cat(
         [batch_views(make_batch(st, torch.arange(st.n_spots, device=st.local.device)), views) for st in train]
     )
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training produced a NaN or infinite loss (``genedml.heads.train`` adds the head and the fold)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -223,6 +280,9 @@ class TorchHead(Head):
     ):
         import torch
 
+        # training batches (shuffled) draw a view per spot; evaluation keeps the identity
+        check_choice("train_views", self.params.get("train_views", "random"))
+        draw = rng if shuffle and self.params.get("train_views", "random") == "random" else None
         if mixed and shuffle and len(sections) > 1:
             # one permutation of every training spot; each batch is then split by section
             owner = np.concatenate([np.full(st.n_spots, si) for si, st in enumerate(sections)])
@@ -235,7 +295,7 @@ class TorchHead(Head):
                     rows = row[chunk[owner[chunk] == si]]
                     st = sections[si]
                     parts.append((st, torch.as_tensor(rows, device=st.local.device)))
-                yield make_mixed_batch(parts)
+                yield make_mixed_batch(parts, draw)
             return
         plan = []
         for si, st in enumerate(sections):
@@ -246,7 +306,7 @@ class TorchHead(Head):
             rng.shuffle(plan)
         for si, rows in plan:
             st = sections[si]
-            yield make_batch(st, torch.as_tensor(np.sort(rows) if not shuffle else rows, device=st.local.device))
+            yield make_batch(st, torch.as_tensor(np.sort(rows) if not shuffle else rows, device=st.local.device), draw)
 
     def _predict_tensors(self, st: SectionTensors) -> np.ndarray:
         import torch
@@ -265,16 +325,18 @@ class TorchHead(Head):
             scores.append(nanmean(pearson_per_gene(st.targets.cpu().numpy(), pred)))
         return nanmean(scores)
 
-    def fit(self, train: list[Section], val: list[Section], test: list[Section] | None = None) -> dict:
+    def fit(self, train: list[Section], val: list[Section]) -> dict:
+        """``val``: the sections that choose the epoch (none: the last epoch is kept)."""
         import torch
 
         seed_everything(self.seed)
         device = self.device()
         p = self.params
-        check_choice("selection", p["selection"])
         check_choice("batching", p["batching"])
         tr = [section_tensors(s, device) for s in train]
-        sel = self._selection_sections(val, test, device)
+        sel = [section_tensors(s, device) for s in val]
+        if not sel:
+            log.warning("no selection sections: keeping the last epoch")
         self.dims = {
             "local_dim": int(tr[0].local.shape[1]),
             "neighbour_tiles": int(tr[0].neighbour.shape[1]),
@@ -303,28 +365,12 @@ class TorchHead(Head):
             "best_epoch": best_epoch,
             "best_selection_pcc": best,
             "epochs_run": len(self.history),
-            "selection": p["selection"],
             "train_spots": n_spots,
             "fit_s": round(time.perf_counter() - t_start, 2),
             "n_params": n_params,
             "s_per_epoch_per_1k_spots": round(mean_epoch_s / max(n_spots, 1) * 1000, 4),
             "peak_gpu_mem_mb": _peak_gpu_mb(device),
         }
-
-    def _selection_sections(self, val, test, device) -> list[SectionTensors]:
-        """The sections that choose the epoch: ``selection: val`` (inner validation), ``test_fold`` (the
-        reference protocol, which looks at the test fold) or ``last`` (none: the final epoch)."""
-        selection = self.params["selection"]
-        if selection == "test_fold":
-            if not test:
-                raise ValueError("selection 'test_fold' needs the test sections")
-            log.warning("model selection on the TEST fold (reference protocol): scores are optimistic")
-            return [section_tensors(s, device) for s in test]
-        if selection == "val":
-            if not val:
-                log.warning("no validation sections: keeping the last epoch")
-            return [section_tensors(s, device) for s in val]
-        return []
 
     def _train_epochs(self, tr: list[SectionTensors], sel: list[SectionTensors], device: str) -> tuple[float, int]:
         """Adam + StepLR epochs with early stopping on ``sel``; the best epoch's weights are kept."""
@@ -359,10 +405,9 @@ class TorchHead(Head):
                 waited += 1
             if epoch % max(1, int(p["log_every"])) == 0:
                 log.info(
-                    "epoch %d: loss %.4f, %s PCC %.4f (best %.4f @ %d), %.1f s",
+                    "epoch %d: loss %.4f, selection PCC %.4f (best %.4f @ %d), %.1f s",
                     epoch,
                     losses.get("loss", float("nan")),
-                    p["selection"],
                     score,
                     best,
                     best_epoch,
@@ -377,6 +422,8 @@ class TorchHead(Head):
 
     def _train_one_epoch(self, tr: list[SectionTensors], rng, opt, device: str, epoch: int) -> dict[str, float]:
         """One pass over the training spots; the mean of each named loss part over the batches."""
+        import torch
+
         self.model.train()
         sums: dict[str, float] = {}
         n_batches = 0
@@ -384,6 +431,9 @@ class TorchHead(Head):
         for batch in self._batches(tr, rng, True, int(self.params["batch_size"]), mixed=mixed):
             with self._autocast(device):
                 loss, parts = self.loss(self.model, batch, epoch)
+            if not bool(torch.isfinite(loss.detach())):
+                named = ", ".join(f"{k} {float(v):.4g}" for k, v in parts.items())
+                raise NonFiniteLoss(f"{self.kind}: non-finite training loss at epoch {epoch} ({named})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -2,7 +2,12 @@
 
 Outputs in the fold's folder: ``predictions.h5ad`` (test spots of every test section: X = prediction,
 ``layers['truth']``, ``obs['sample']``, ``obsm['spatial']``), the head's model files and ``fold.json``
-(split, chosen hyper-parameters, timings).
+(split, protocol, chosen hyper-parameters, timings).
+
+The head's ``protocol`` decides what it trains and selects on. ``honest``: it trains on the fold's
+training patients and makes every model-selection decision on the inner validation patients; the test
+fold is only predicted. ``reference`` (the published code's): it trains on every non-test patient (the
+validation patients join the training set) and selects and early-stops on the TEST fold itself.
 """
 
 from __future__ import annotations
@@ -17,10 +22,16 @@ import pandas as pd
 from genedml.atomic import atomic_path, write_json
 from genedml.errors import InputError
 from genedml.heads import Section, head_class
+from genedml.heads.torch_head import NonFiniteLoss
+from genedml.pipeline import schema
 from genedml.study.folds import read_folds
 from genedml.tiles.features import load_features
 
 log = logging.getLogger(__name__)
+
+
+class TrainingError(InputError):
+    """Training failed in a way the user must act on (e.g. a non-finite loss); names the head and the fold."""
 
 
 def load_section(sample: str, patient: str, features_path, targets_path=None) -> Section:
@@ -82,17 +93,23 @@ def train_fold(head_name: str, head_cfg: dict, folds_path, fold: int, features: 
     cls = head_class(head_cfg.get("type", head_name))
     settings = cls.settings(head_cfg)
     head = cls(settings, seed=int(settings["seed"]))
-    leaky = settings.get("selection") == "test_fold"
+    protocol = settings["protocol"]
+    if protocol not in schema.choices("protocol"):
+        raise ValueError(f"head {head_name!r}: unknown protocol {protocol!r}: {' | '.join(schema.choices('protocol'))}")
+    if protocol == "reference":
+        log.warning("%s, fold %d: reference protocol: selecting on the TEST fold (optimistic)", head_name, fold)
+        train, select = train + val, test
+        val = []
+        selection = "TEST fold (reference protocol, optimistic)"
+    else:
+        select = val
+        selection = "inner validation split of training patients" if val else "none (no validation sections)"
     t1 = time.perf_counter()
-    facts = head.fit(train, val, test) if leaky else head.fit(train, val)
+    try:
+        facts = head.fit(train, select)
+    except NonFiniteLoss as exc:
+        raise TrainingError(f"head {head_name!r}, fold {fold}: {exc}") from None
     t_fit = time.perf_counter() - t1
-    selection = (
-        "TEST fold (reference protocol, optimistic)"
-        if leaky
-        else "inner validation split of training patients"
-        if val
-        else "none (no validation sections)"
-    )
     record = {
         "head": head_name,
         "type": cls.kind,
@@ -101,6 +118,7 @@ def train_fold(head_name: str, head_cfg: dict, folds_path, fold: int, features: 
         "train": [s.sample for s in train],
         "val": [s.sample for s in val],
         "test": [s.sample for s in test],
+        "protocol": protocol,
         "selection": selection,
         "fit": facts,
         "load_s": round(t_load, 3),

@@ -69,19 +69,25 @@ def multi_scale_instance_loss(scales: dict, gene, tau: float, soft: bool = True)
     return torch.stack([fn(emb, gene, tau) for emb in scales.values()]).mean()
 
 
-def kmeans(x, k: int, iters: int = 10, init: str = "first"):
+def kmeans_seeds(x, k: int, init: str = "random"):
+    """Row indices of the k initial centroids. ``random``: k distinct rows drawn with torch's generator (the
+    reference seeds from the first k rows of a shuffled batch; a genedml batch is ordered by section, so its
+    first rows would all come from one section); ``farthest``: farthest-first seeds."""
+    k = min(int(k), len(x))
+    if init == "random":
+        return torch.randperm(len(x), device=x.device)[:k]
+    if init == "farthest":
+        return _farthest_index(x.detach(), k)
+    raise ValueError(f"unknown k-means init {init!r}: random | farthest")
+
+
+def kmeans(x, k: int, iters: int = 10, init: str = "random"):
     """Lloyd's k-means of the rows of ``x`` (B, d). Returns (labels (B,), centroids (k, d)).
 
-    ``init``: ``first`` = the first k rows (the reference code: batches are shuffled, so these are random
-    spots) or ``farthest`` (farthest-first seeds). An empty cluster keeps its previous centroid.
+    Seeds from ``kmeans_seeds``; an empty cluster keeps its previous centroid.
     """
     k = min(int(k), len(x))
-    if init == "first":
-        c = x[:k]
-    elif init == "farthest":
-        c = x[_farthest_index(x.detach(), k)]
-    else:
-        raise ValueError(f"unknown k-means init {init!r}: first | farthest")
+    c = x[kmeans_seeds(x, k, init)]
     labels = None
     for _ in range(max(1, int(iters))):
         labels = torch.cdist(x.detach(), c.detach()).argmin(1)
@@ -127,7 +133,7 @@ def spectral_groups(x, k: int, iters: int = 10):
     return labels, _centroids(x, labels, k)
 
 
-def group(x, k: int, method: str = "kmeans", iters: int = 10, init: str = "first"):
+def group(x, k: int, method: str = "kmeans", iters: int = 10, init: str = "random"):
     """Group the rows of ``x``: ``kmeans``, ``spectral``, or ``none`` (every instance its own group)."""
     if method == "kmeans":
         return kmeans(x, k, iters, init)

@@ -66,8 +66,9 @@ class ImagePathway(nn.Module):
         return self.input_proj((x - self.in_mean) * self.in_scale)
 
     def local_tokens(self, batch):
-        tokens = getattr(batch, "local_tokens", None)
-        if self.use_tokens and tokens is not None:
+        # the batch streams its token maps from the feature store when asked: ask only when they are used
+        tokens = getattr(batch, "local_tokens", None) if self.use_tokens else None
+        if tokens is not None:
             return self.embed(tokens.to(batch.local.dtype))  # (B, T, E)
         if self.require_tokens:
             raise ValueError(

@@ -72,7 +72,11 @@ class RunPlan:
         self.sheet_path = self.sheet_tsv or f"{RESULTS}/samples.tsv"  # rule sample_sheet writes the latter
         self.samples = self.sheet["sample"].tolist()
         self.patient = dict(zip(self.sheet["sample"], self.sheet["patient"]))
-        self.heads = select_heads(config["heads"], config["run_heads"])
+        # every head carries its protocol: the run's, unless the head sets its own
+        self.heads = {
+            name: {"protocol": config["protocol"], **cfg}
+            for name, cfg in select_heads(config["heads"], config["run_heads"]).items()
+        }
         check_heads(self.heads)
         self.encoder = config["encoder"]["name"]
         # where the sections are read: generated (demo), converted (legacy_st) or a HEST-1k folder
@@ -189,7 +193,7 @@ class RunPlan:
 
         facts = {
             "encoder": self.slice(EncoderSpec),
-            **{key: self.config[key] for key in ("tiles", "genes", "targets", "folds")},
+            **{key: self.config[key] for key in ("tiles", "genes", "targets", "folds", "protocol")},
             "data": self.source,
             "heads": {h: {k: v for k, v in c.items() if k != "report"} for h, c in self.heads.items()},
         }

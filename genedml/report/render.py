@@ -153,8 +153,14 @@ def _inline_html(text: str) -> str:
 
 
 def _is_numeric_text(text: str) -> bool:
-    # numbers, "mean ± std" and n/a are right-aligned
-    return bool(re.match(r"^-?[0-9.]+(e-?\d+)?( ± [0-9.]+)?$|^n/a$", text))
+    # numbers, "mean ± std" and n/a are right-aligned, also with a "(7 of 8 folds, 9 of 11 sections)" note
+    return bool(
+        re.match(
+            r"^(-?[0-9.]+(e-?\d+)?( ± [0-9.]+)?|n/a)"
+            r"( \(\d+ of \d+ (folds|sections)(, \d+ of \d+ sections)?\))?$",
+            text,
+        )
+    )
 
 
 def _html_table(t: Table) -> str:
@@ -175,7 +181,8 @@ def _html_table(t: Table) -> str:
     )
 
 
-# the row classes it styles: this-run, published, group-start; figure class: spatial; paragraph class: note
+# the row classes it styles: this-run, optimistic (selected on the test fold), published, group-start;
+# figure class: spatial; paragraph class: note
 HTML_PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -191,6 +198,7 @@ th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; verti
 th {{ background: #f0f0f0; }}
 td.num {{ text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }}
 tr.this-run td {{ background: #e8f3ff; font-weight: 600; }}
+tr.this-run.optimistic td {{ background: #fff0e0; font-style: italic; }}
 tr.published td {{ color: #444; }}
 tr.group-start td {{ border-top: 2px solid #666; }}
 #table1 td {{ white-space: nowrap; }}

@@ -76,9 +76,66 @@ def load_published(as_printed: bool = False) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------------
 
 
+PROTOCOLS = ("honest", "reference")  # fold.json's ``protocol``: selected on inner validation / on the TEST fold
+
+
 def selection_protocol(fold_facts: list[dict]) -> str:
+    """The folds' ``selection`` strings (human-readable), joined; ``unknown`` without any."""
     values = sorted({str(f.get("selection", "unknown")) for f in fold_facts})
     return "; ".join(values) if values else "unknown"
+
+
+def fold_protocol(fold_fact: dict) -> str:
+    """``honest`` or ``reference`` from a fold.json record: its ``protocol`` field, or, in files written
+    before that field existed, its ``selection`` string (``TEST fold (reference protocol, ...)`` is
+    reference; inner validation and no selection at all are honest); ``unknown`` when neither says."""
+    protocol = fold_fact.get("protocol")
+    if protocol is not None:
+        protocol = str(protocol).strip().lower()
+        return protocol if protocol in PROTOCOLS else "unknown"
+    selection = str(fold_fact.get("selection", ""))
+    if "TEST" in selection or "reference protocol" in selection:
+        return "reference"
+    if "inner validation" in selection or selection.startswith("none"):
+        return "honest"
+    return "unknown"
+
+
+def head_protocol(fold_facts: list[dict]) -> str:
+    """One head's protocol over its folds: ``honest``, ``reference``, ``mixed`` (folds differ) or ``unknown``."""
+    kinds = {fold_protocol(f) for f in fold_facts}
+    if not kinds:
+        return "unknown"
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+@dataclass(frozen=True)
+class MeanOver:
+    """A mean (± std, ddof 0) and how many of the values it averages had one: folds, and the sections
+    behind them (None where the run's tables do not say). Unpacks as ``mean, std``."""
+
+    mean: float
+    std: float
+    n_folds: int
+    n_folds_total: int
+    n_sections: int | None = None
+    n_sections_total: int | None = None
+
+    def __iter__(self):
+        return iter((self.mean, self.std))
+
+    @property
+    def missing(self) -> bool:
+        """Some fold or section had no value, so the mean is over fewer than all of them."""
+        return self.n_folds < self.n_folds_total or (
+            self.n_sections is not None
+            and self.n_sections_total is not None
+            and self.n_sections < self.n_sections_total
+        )
+
+
+def _count(row: pd.DataFrame, col: str):
+    return int(row[col].iloc[0]) if col in row and pd.notna(row[col].iloc[0]) else None
 
 
 @dataclass
@@ -93,24 +150,43 @@ class HeadResults:
     folds: list[dict]
     spatial: dict
 
-    def metric(self, m: str, folds: list | None = None) -> tuple[float, float]:
-        """Mean and std (ddof 0) over folds; over the given folds only when ``folds`` is set.
-        The std of a single fold is NaN (shown as the mean alone), not 0."""
+    def metric(self, m: str, folds: list | None = None) -> MeanOver:
+        """Mean and std (ddof 0) over folds, over the given folds only when ``folds`` is set, with the
+        number of folds and sections that had a value. The std of a single fold is NaN (shown as the mean
+        alone), not 0. A fold of ``folds`` absent from the per-fold table counts as missing."""
+        pf = self.per_fold
+        sections = self._section_counts(m, folds)
         if folds is not None:
-            v = (
-                self.per_fold.loc[self.per_fold["fold"].isin(folds), m].to_numpy(dtype=float)
-                if m in self.per_fold
-                else np.array([])
-            )
+            sel = pf[pf["fold"].isin(folds)] if "fold" in pf else pf.iloc[0:0]
+            v = sel[m].to_numpy(dtype=float) if m in sel else np.array([])
             v = v[~np.isnan(v)]
+            n_total = len(set(folds))
             if not v.size:
-                return float("nan"), float("nan")
-            return float(v.mean()), float(v.std()) if v.size > 1 else float("nan")
+                return MeanOver(float("nan"), float("nan"), 0, n_total, *sections)
+            return MeanOver(
+                float(v.mean()), float(v.std()) if v.size > 1 else float("nan"), int(v.size), n_total, *sections
+            )
         row = self.summary[self.summary["metric"] == m]
         if row.empty:
-            return float("nan"), float("nan")
-        n = int(row["n_folds"].iloc[0]) if "n_folds" in row else 2
-        return float(row["mean"].iloc[0]), float(row["std"].iloc[0]) if n > 1 else float("nan")
+            n_total = len(pf) if m in pf else 0
+            return MeanOver(float("nan"), float("nan"), 0, n_total, *sections)
+        n = _count(row, "n_folds")
+        n = 2 if n is None else n  # summaries without counts: show mean ± std
+        n_total = _count(row, "n_folds_total")
+        if n_total is None:  # written before the total was recorded: the per-fold table's rows
+            n_total = max(n, len(pf)) if m in pf else n
+        if "n_sections" in row and "n_sections_total" in row:
+            sections = (_count(row, "n_sections"), _count(row, "n_sections_total"))
+        mean, std = float(row["mean"].iloc[0]), float(row["std"].iloc[0])
+        return MeanOver(mean, std if n > 1 else float("nan"), n, n_total, *sections)
+
+    def _section_counts(self, m: str, folds: list | None) -> tuple:
+        """(sections with a value of ``m``, sections), over the given folds; (None, None) when unknown."""
+        ps = self.per_section
+        if m not in ps or "fold" not in ps:
+            return None, None
+        sel = ps if folds is None else ps[ps["fold"].isin(folds)]
+        return int(sel[m].notna().sum()), len(sel)
 
     @property
     def label(self) -> str:
@@ -118,7 +194,19 @@ class HeadResults:
 
     @property
     def protocol(self) -> str:
+        """The folds' ``selection`` strings, as fold.json words them."""
         return selection_protocol(self.folds)
+
+    def fold_facts(self, folds: list | None = None) -> list[dict]:
+        """The fold.json records, of the given folds only when ``folds`` is set."""
+        if folds is None:
+            return self.folds
+        wanted = {int(f) for f in folds}
+        return [f for f in self.folds if "fold" in f and int(f["fold"]) in wanted]
+
+    def protocol_kind(self, folds: list | None = None) -> str:
+        """``honest``, ``reference``, ``mixed`` or ``unknown`` (``head_protocol``), over the given folds."""
+        return head_protocol(self.fold_facts(folds))
 
 
 def load_head(results: Path, name: str, spec: dict) -> HeadResults:

@@ -13,10 +13,29 @@ import pandas as pd
 
 from genedml import __version__
 from genedml.report.render import Document, Table
-from genedml.report.results import HeadResults, ReportInputs, dataset_name, package_versions, stage_times
+from genedml.report.results import (
+    HeadResults,
+    MeanOver,
+    ReportInputs,
+    dataset_name,
+    fold_protocol,
+    package_versions,
+    stage_times,
+)
 from genedml.report.site import SiteFiles
 from genedml.report.specs import sweep_params
-from genedml.report.tables import METRIC_LABEL, METRIC_ORDER, metrics_table, sweep_table, table1
+from genedml.report.tables import (
+    METRIC_LABEL,
+    METRIC_ORDER,
+    MISSING_NOTE,
+    fmt_mean,
+    is_optimistic,
+    metrics_table,
+    missing_note,
+    protocol_label,
+    sweep_table,
+    table1,
+)
 
 # what evaluation writes per head, besides summary.tsv and per_gene.tsv, linked from the per-section tables
 PER_SECTION_TABLES = ("per_section.tsv", "per_fold.tsv", "per_gene_section.tsv", "gene_sets.json")
@@ -34,11 +53,11 @@ def introduction(run: ReportInputs, doc: Document, site: SiteFiles) -> None:
         f"Written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by genedml {__version__}."
     )
     doc.p(
-        "Metrics, as the papers define them: per held-out section, per-gene Pearson r across spots (NaN for "
-        "constant genes, ignored by the means), MSE and MAE; PCC(A) over all genes; PCC(H) over the "
-        f"{run.n_top} genes with the best rank averaged over folds; HEG / HVG over the {run.n_top} genes with "
-        "the highest mean / variance of the section's true expression. A fold's value is the mean over its "
-        "sections; numbers are mean ± std (ddof 0) over folds."
+        "Metrics, as the papers define them: per held-out section, per-gene Pearson r across spots (undefined "
+        "for constant genes, which the means leave out and the tables count), MSE and MAE; PCC(A) over all "
+        f"genes; PCC(H) over the {run.n_top} genes with the best rank averaged over folds; HEG / HVG over the "
+        f"{run.n_top} genes with the highest mean / variance of the section's true expression. A fold's value "
+        "is the mean over its sections; numbers are mean ± std (ddof 0) over folds. " + MISSING_NOTE
     )
     for note in comparability_notes(run.heads, facts, run.run_datasets, run.published, run.recipe, len(run.genes)):
         doc.p(note, "note")
@@ -68,10 +87,19 @@ def comparability_notes(
     sha = str(facts.get("weights_sha256", ""))
     if enc.lower() != "uni" or sha == "random-init":
         notes.append(f"Features come from `{enc}` (weights: `{sha}`); the papers use UNI (ViT-L/16) weights.")
-    if any("TEST" in h.protocol for h in heads):
+    kinds = {h.name: h.protocol_kind() for h in heads}
+    reference = [n for n, k in kinds.items() if k == "reference"]
+    mixed = [n for n, k in kinds.items() if k == "mixed"]
+    if reference:
         notes.append(
-            "Some heads select their checkpoint on the TEST fold (reference protocol): their numbers "
-            "are optimistic, like the published ones."
+            f"Head(s) {', '.join(reference)} select their model on the TEST fold (reference protocol): their "
+            "numbers are optimistic, like the published ones, and are marked so in every table."
+        )
+    if mixed:
+        notes.append(
+            f"Head(s) {', '.join(mixed)} mix protocols: some folds selected on the TEST fold (optimistic), "
+            "others on inner validation; their rows say which folds are which (“mixed: ...”) and do not "
+            "compare with either kind."
         )
     if any("inner validation" in h.protocol for h in heads):
         notes.append(
@@ -119,7 +147,9 @@ def ablation(run: ReportInputs, doc: Document, site: SiteFiles) -> None:
     doc.h(2, "Ablation (Tab. 3 rows)", "ablation")
     t = metrics_table(heads, "ablation", {h.name: h.spec["ablation"] for h in heads})
     t.frame = t.frame.rename(columns={"Head": "Variant"})
-    t.caption = "Heads declared with `report: {ablation: <label>}` in their config."
+    t.caption = " ".join(
+        filter(None, ["Heads declared with `report: {ablation: <label>}` in their config.", t.caption])
+    )
     doc.table(t)
 
 
@@ -134,26 +164,72 @@ def sweeps(run: ReportInputs, doc: Document, site: SiteFiles) -> None:
         doc.table(sweep_table(run.heads, param))
         rel = f"figures/sweep_{param}.png"
         if site.add_if_exists(rel, run.figures_dir / f"sweep_{param}.png"):
-            doc.figure(rel, f"sweep over {param}", f"PCC(A) and PCC(H), mean ± std over folds, against {param}.")
+            doc.figure(rel, f"sweep over {param}", sweep_caption(run.heads, param))
+
+
+def sweep_caption(heads: list[HeadResults], param: str) -> str:
+    """The sweep plot's caption; it names the points over fewer folds and those selected on the test fold."""
+    points = [h for h in heads if param in h.spec.get("sweep", {})]
+    text = f"PCC(A) and PCC(H), mean ± std over folds, against {param}."
+    short = [
+        f"{h.name} (PCC(A) {note_a or 'all folds'}; PCC(H) {note_h or 'all folds'})"
+        for h in points
+        for note_a, note_h in [(missing_note(h.metric("PCC_A")), missing_note(h.metric("PCC_H")))]
+        if note_a or note_h
+    ]
+    if short:
+        text += " Points averaged over fewer than all folds or sections: " + "; ".join(short) + "."
+    optimistic = [f"{h.name} ({protocol_label(h)})" for h in points if is_optimistic(h)]
+    if optimistic:
+        text += " Selected on the TEST fold, optimistic: " + "; ".join(optimistic) + "."
+    return text
+
+
+def gene_fold_means(per_gene: pd.DataFrame) -> list[MeanOver]:
+    """Each gene's mean PCC over folds (per_gene.tsv ``mean_pcc``) with the folds in which it had an r."""
+    fold_cols = [c for c in per_gene.columns if c.startswith("fold") and c[4:].isdigit()]
+    values = per_gene[fold_cols].to_numpy(dtype=float) if fold_cols else None
+    return [
+        MeanOver(
+            float(m),
+            float("nan"),
+            int(pd.notna(values[i]).sum()) if values is not None else int(pd.notna(m)),
+            len(fold_cols) if values is not None else 1,
+        )
+        for i, m in enumerate(per_gene["mean_pcc"].to_numpy(dtype=float))
+    ]
 
 
 def per_gene_pcc(run: ReportInputs, doc: Document, site: SiteFiles) -> None:
     doc.h(2, "Per-gene PCC", "per-gene")
     if site.add_if_exists("figures/pcc_per_gene.png", run.figures_dir / "pcc_per_gene.png"):
+        partial = []
+        for h in run.heads:
+            means = gene_fold_means(h.per_gene)
+            some = sum(1 for v in means if 0 < v.n_folds < v.n_folds_total)
+            if some:
+                partial.append(f"{h.name}: {some} gene(s)")
         doc.figure(
             "figures/pcc_per_gene.png",
             "per-gene PCC distribution per head",
             "Each point is a gene: its PCC averaged over folds (a fold's PCC is the mean over its held-out "
-            "sections). Boxes: quartiles and median.",
+            "sections). Boxes: quartiles and median. Genes with no PCC in any fold are not drawn (counted "
+            "in the table below)"
+            + (
+                "; genes averaged over only the folds where their r is defined: " + ", ".join(partial) + "."
+                if partial
+                else "."
+            ),
         )
     rows = []
     for h in run.heads:
-        top = h.per_gene.sort_values("mean_rank", kind="stable").head(5)
+        order = h.per_gene.sort_values("mean_rank", kind="stable").index[:5]
+        means = gene_fold_means(h.per_gene)
         rows.append(
             {
                 "Head": h.name,
                 "Best genes (mean rank over folds)": ", ".join(
-                    f"{g} ({p:.2f})" for g, p in zip(top["gene"], top["mean_pcc"])
+                    f"{h.per_gene.loc[i, 'gene']} {fmt_mean(means[h.per_gene.index.get_loc(i)], 2)}" for i in order
                 ),
                 "Genes with PCC > 0.5": int((h.per_gene["mean_pcc"] > 0.5).sum()),
                 "Genes with no PCC (constant)": int(h.per_gene["mean_pcc"].isna().sum()),
@@ -189,10 +265,14 @@ def spatial_maps(run: ReportInputs, doc: Document, site: SiteFiles) -> None:
                 f"{s['gene']} {s['pcc']:.3f}" if s["pcc"] == s["pcc"] else f"{s['gene']} n/a" for s in scores
             )
             fold = test.loc[test["sample"] == sample, "fold"]
+            k = int(fold.iloc[0]) if len(fold) else None
+            selected = (
+                " Model selected on the TEST fold (optimistic)." if k is not None and is_optimistic(h, [k]) else ""
+            )
             doc.figure(
                 rel,
                 f"{h.name} {sample} spatial maps",
-                f"{sample} (fold {int(fold.iloc[0]) if len(fold) else '?'}), {h.name}: PCC {pccs}.",
+                f"{sample} (fold {k if k is not None else '?'}), {h.name}: PCC {pccs}.{selected}",
                 "spatial",
             )
 
@@ -201,7 +281,8 @@ def per_section_scores(run: ReportInputs, doc: Document, site: SiteFiles) -> Non
     doc.h(2, "Per held-out section", "per-section")
     folds = run.folds
     for h in run.heads:
-        frame = h.per_section[["fold", "sample", "n_spots"] + [m for m in METRIC_ORDER if m in h.per_section]]
+        counts = [c for c in ("n_spots", "n_genes_undefined_r") if c in h.per_section]
+        frame = h.per_section[["fold", "sample", *counts] + [m for m in METRIC_ORDER if m in h.per_section]]
         if "design" in folds.columns:  # a fold table holding several designs (within / across patients)
             frame = frame.assign(design=frame["fold"].map(folds.groupby("fold")["design"].first()))
             frame = frame[["fold", "design"] + [c for c in frame.columns if c not in ("fold", "design")]]
@@ -209,8 +290,11 @@ def per_section_scores(run: ReportInputs, doc: Document, site: SiteFiles) -> Non
         doc.table(
             Table(
                 f"per-section-{h.name}",
-                frame.rename(columns=METRIC_LABEL),
-                caption=", ".join(f"[{name}](tables/{h.name}/{name})" for name in PER_SECTION_TABLES),
+                frame.rename(columns={**METRIC_LABEL, "n_genes_undefined_r": "genes with undefined r"}),
+                ["this-run optimistic" if is_optimistic(h, [int(k)]) else "" for k in frame["fold"]],
+                caption=f"Model selection: {protocol_label(h)}. A section's r-based metrics average its genes "
+                "with a defined r only (n/a: none has one). "
+                + ", ".join(f"[{name}](tables/{h.name}/{name})" for name in PER_SECTION_TABLES),
             )
         )
         for name in PER_SECTION_TABLES:
@@ -232,8 +316,13 @@ def run_facts(run: ReportInputs, doc: Document, site: SiteFiles) -> None:
                     {
                         "Head": h.name,
                         "Type": h.spec.get("type", ""),
+                        "Protocol": protocol_label(h),
                         "Model selection": h.protocol,
                         "Folds": len(h.folds),
+                        "Folds per protocol": ", ".join(
+                            f"{k} {n}"
+                            for k, n in sorted(pd.Series([fold_protocol(f) for f in h.folds]).value_counts().items())
+                        ),
                     }
                     for h in run.heads
                 ]

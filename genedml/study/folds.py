@@ -3,7 +3,8 @@
 Schemes:
 - ``leave_one_patient_out``: one fold per patient (HER2ST, skinST in the papers).
 - ``group_kfold``: ``n_folds`` folds over patients; with a seed, sklearn's ``KFold(n, shuffle=True,
-  random_state=seed)`` over the sorted patient list, which is how the reference code splits STNet.
+  random_state=seed)`` over the sorted patient list. This does NOT reproduce the reference STNet folds
+  (the authors' KFold ran over a patient list in another, unsorted order): use ``reference`` for those.
 - ``leave_one_sample_out``: one fold per section (only for within-patient studies; says so in the report).
 - ``table``: explicit folds from a TSV: ``fold`` and either ``test_patients`` or ``test_samples``
   (comma-separated); optional ``train_samples`` (default: every other sample; samples in neither list sit

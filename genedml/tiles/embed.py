@@ -6,6 +6,8 @@ What is encoded (``tiles.neighbour_mode``, see ``geometry.py``):
 - ``grid``: every grid tile that some spot's neighbourhood uses is encoded once per slide, read block by
   block (one region read per ~5 x 5 tiles); local crops are read centred on their spots (a local crop that
   coincides exactly with a grid tile reuses it). ~1 + (grid tiles / spots) calls per spot.
+``encoder.local_views`` V > 1 encodes each local crop under V dihedral transforms (``views.py``): V + the
+neighbour tiles per spot (the neighbour tiles are never transformed).
 Tiles outside the image (mask False) are not encoded and stored as zeros.
 
 The engine, one module per side; ``embed_sample`` here drives them:
@@ -40,6 +42,7 @@ from genedml.tiles.embed_store import UnitBuffers, finish_store, resume_or_creat
 from genedml.tiles.encoders import EmbedRuntime, Encoder
 from genedml.tiles.features import CHUNK_BYTES, FORMAT_VERSION, StoreLayout
 from genedml.tiles.geometry import Geometry
+from genedml.tiles.views import view_names
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,8 @@ def _run_facts(
         "wall_s": round(wall, 3),
         "device": device,
         "local_tokens": n_tokens,
+        "local_views": int(getattr(encoder, "local_views", 1)),
+        "local_view_names": view_names(int(getattr(encoder, "local_views", 1))),
     }
     if g.spec.neighbour_mode == "grid":
         facts.update({k: v for k, v in g.summary().items() if k.startswith(("grid", "misalignment"))})
@@ -140,8 +145,9 @@ def embed_sample(
     device = resolve_device(runtime.device)
     precision = precision_name(autocast_dtype(encoder.precision, device))
     tokens = bool(getattr(encoder, "cache_local_tokens", False))
+    n_views = len(view_names(int(getattr(encoder, "local_views", 1))))
     n_tokens = token_count(encoder, g.spec.tile_px, device) if tokens else 0
-    layout = _store_layout(g, encoder, n_tokens, chunk_bytes)
+    layout = _store_layout(g, encoder, n_tokens, chunk_bytes, n_views)
     units, unit_items = plan_units(g, layout, reuse_grid_locals=not tokens)
     fingerprint = store_fingerprint(g, encoder, precision, n_tokens, layout)
     store, done, tmp = resume_or_create(out, g, layout, fingerprint, len(units))
@@ -175,7 +181,7 @@ def embed_sample(
     return facts
 
 
-def _store_layout(g: Geometry, encoder: Encoder, n_tokens: int, chunk_bytes: int) -> StoreLayout:
+def _store_layout(g: Geometry, encoder: Encoder, n_tokens: int, chunk_bytes: int, n_views: int = 1) -> StoreLayout:
     grid_mode = g.spec.neighbour_mode == "grid"
     return StoreLayout(
         g.n_spots,
@@ -185,6 +191,7 @@ def _store_layout(g: Geometry, encoder: Encoder, n_tokens: int, chunk_bytes: int
         len(g.grid_nodes) if grid_mode else 0,
         n_tokens,
         chunk_bytes,
+        n_views,
     )
 
 

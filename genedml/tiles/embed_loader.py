@@ -10,6 +10,7 @@ import numpy as np
 
 from genedml.io.slide import read_box
 from genedml.tiles.embed_plan import Item
+from genedml.tiles.views import dihedral
 
 
 class RegionTiles:
@@ -38,8 +39,9 @@ class RegionTiles:
         item, px = self.items[j], self.tile_px
         tiles = np.empty((len(item.cuts), px, px, 3), np.uint8)
         regions = [read_box(self._open(), x, y, int(w), int(h), self.scale) for x, y, w, h in item.boxes]
-        for k, (b, cx, cy) in enumerate(item.cuts):
-            tiles[k] = regions[b][cy : cy + px, cx : cx + px]
+        for k, (b, cx, cy, view) in enumerate(item.cuts):
+            tile = regions[b][cy : cy + px, cx : cx + px]
+            tiles[k] = dihedral(tile, view) if view else tile  # a view of the uint8 crop, before normalising
         return torch.from_numpy(tiles), torch.from_numpy(item.dest)
 
 

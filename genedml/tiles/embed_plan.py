@@ -2,7 +2,9 @@
 
 A ``Unit`` is a chunk-aligned range of store rows, written (and marked done) as one piece; each unit has
 the data-loader ``Item``s whose tiles fill it. Items say which level-0 boxes to read, where to cut tiles
-out of them and which store row (and neighbour slot) each tile's embedding goes to.
+out of them and which store row (and neighbour slot) each tile's embedding goes to. With
+``encoder.local_views`` V > 1 each local crop is cut V times, once per dihedral view (``views.py``; the
+loader transforms the pixels); neighbour and grid tiles are cut once, untransformed.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ LOCALS_PER_ITEM = 16  # grid mode: local crops read per data-loader item
 class Item:
     """One data-loader item: region reads and the tiles cut from them, with where each tile's output goes.
 
-    ``boxes`` (B, 4): level-0 corner x, y and output width, height; ``cuts`` (K, 3): box, x, y (output px);
-    ``dest`` (K, 4): unit, row in the unit, neighbour slot (-1: none), is-local (1: also the local crop).
+    ``boxes`` (B, 4): level-0 corner x, y and output width, height; ``cuts`` (K, 4): box, x, y (output px),
+    view; ``dest`` (K, 5): unit, row in the unit, neighbour slot (-1: none), is-local (1: a view of the local
+    crop), view (0: identity; the local embedding itself).
     """
 
     boxes: np.ndarray
@@ -49,8 +52,9 @@ def _centred_box(centre, out_px: int, scale: float) -> list[float]:
     return [x0, y0, out_px, out_px]
 
 
-def _dest(unit: int, rows: np.ndarray, slots: np.ndarray, is_local: np.ndarray) -> np.ndarray:
-    return np.column_stack([np.full(len(rows), unit), rows, slots, is_local]).astype(np.int64)
+def _dest(unit: int, rows: np.ndarray, slots: np.ndarray, is_local: np.ndarray, views=None) -> np.ndarray:
+    views = np.zeros(len(rows), np.int64) if views is None else views
+    return np.column_stack([np.full(len(rows), unit), rows, slots, is_local, views]).astype(np.int64)
 
 
 def coincident_locals(g: Geometry) -> np.ndarray:
@@ -79,14 +83,18 @@ def _centred_units(g: Geometry, layout: StoreLayout) -> tuple[list[Unit], list[l
         unit_items = []
         for i in lo + reading_order(g.centres[lo:hi], g.tile0):
             keep = g.neighbour_mask[i].copy()
-            keep[centre] = True  # the centre tile is the local crop: always encoded
+            keep[centre] = True  # the centre tile is the local crop (view 0): always encoded
             slots = np.flatnonzero(keep)
-            cuts = np.column_stack([np.zeros(len(slots), np.int64), slot_xy[slots]])
+            extra = np.arange(1, layout.n_views)  # the local crop's other views: the centre tile transformed
+            cut_slots = np.r_[slots, np.full(len(extra), centre)]
+            views = np.r_[np.zeros(len(slots), np.int64), extra]
+            cuts = np.column_stack([np.zeros(len(cut_slots), np.int64), slot_xy[cut_slots], views])
             dest = _dest(
                 u,
-                np.full(len(slots), i - lo),
-                np.where(g.neighbour_mask[i, slots], slots, -1),
-                (slots == centre).astype(np.int64),
+                np.full(len(cut_slots), i - lo),
+                np.r_[np.where(g.neighbour_mask[i, slots], slots, -1), np.full(len(extra), -1)],
+                (cut_slots == centre).astype(np.int64),
+                views,
             )
             box = np.array([_centred_box(g.centres[i], px * grid, g.scale)])
             unit_items.append(Item(box, cuts.astype(np.int64), dest))
@@ -119,7 +127,12 @@ def _grid_node_units(g: Geometry, layout: StoreLayout) -> tuple[list[Unit], list
             y0 = origin[1] + r0 * stride0 - half0
             box = np.array([[x0, y0, (c1 - c0) * stride_px + px, (r1 - r0) * stride_px + px]])
             cuts = np.column_stack(
-                [np.zeros(len(rows), np.int64), (rc[rows, 1] - c0) * stride_px, (rc[rows, 0] - r0) * stride_px]
+                [
+                    np.zeros(len(rows), np.int64),
+                    (rc[rows, 1] - c0) * stride_px,
+                    (rc[rows, 0] - r0) * stride_px,
+                    np.zeros(len(rows), np.int64),
+                ]
             )
             dest = _dest(u, rows - lo, np.full(len(rows), -1), np.zeros(len(rows), np.int64))
             unit_items.append(Item(box, cuts.astype(np.int64), dest))
@@ -141,24 +154,29 @@ def _grid_local_units(
         read = lo + reading_order(g.centres[lo:hi], g.tile0)
         read = read[~reuse[read]]
         unit_items = []
+        n_views = layout.n_views
         for s in range(0, len(read), LOCALS_PER_ITEM):
             spots = read[s : s + LOCALS_PER_ITEM]
             boxes = np.array([_centred_box(g.centres[i], px, g.scale) for i in spots])
-            cuts = np.column_stack([np.arange(len(spots)), np.zeros((len(spots), 2), np.int64)])
-            dest = _dest(u, spots - lo, np.full(len(spots), -1), np.ones(len(spots), np.int64))
+            box = np.repeat(np.arange(len(spots)), n_views)  # every view of a crop, from its one read
+            views = np.tile(np.arange(n_views), len(spots))
+            cuts = np.column_stack([box, np.zeros((len(box), 2), np.int64), views])
+            dest = _dest(u, spots[box] - lo, np.full(len(box), -1), np.ones(len(box), np.int64), views)
             unit_items.append(Item(boxes, cuts.astype(np.int64), dest))
         copy_rows = np.flatnonzero(reuse[lo:hi])
         copy_nodes = g.neighbour_index[lo + copy_rows, centre].astype(np.int64)
-        units.append(Unit("locals", lo, hi, len(read), copy_rows, copy_nodes))
+        units.append(Unit("locals", lo, hi, len(read) * n_views, copy_rows, copy_nodes))
         items.append(unit_items)
     return units, items
 
 
 def plan_units(g: Geometry, layout: StoreLayout, reuse_grid_locals: bool = True) -> tuple[list[Unit], list[list[Item]]]:
-    """Units of work in writing order and, per unit, the items that read its tiles."""
+    """Units of work in writing order and, per unit, the items that read its tiles. A local crop that is a
+    grid tile is reused only without token cache and views (the grid tile has neither)."""
     if g.spec.neighbour_mode == "centred":
         return _centred_units(g, layout)
     units, items = _grid_node_units(g, layout)
+    reuse_grid_locals = reuse_grid_locals and layout.n_views == 1
     reuse = coincident_locals(g) if reuse_grid_locals else np.zeros(g.n_spots, bool)
     local_units, local_items = _grid_local_units(g, layout, len(units), reuse)
     return units + local_units, items + local_items

@@ -45,11 +45,14 @@ class UnitBuffers:
             if unit.kind == "nodes":
                 buf = {"grid_tiles": np.zeros((rows, d), np.float32)}
             else:
+                v, k = self.layout.n_views, self.layout.n_tokens
                 buf = {"local": np.zeros((rows, d), np.float32)}
+                if v > 1:
+                    buf["local_views"] = np.zeros((rows, v, d), np.float32)
                 if unit.kind == "spots":
                     buf["neighbour"] = np.zeros((rows, t, d), np.float32)
-                if self.layout.n_tokens:
-                    buf["local_tokens"] = np.zeros((rows, self.layout.n_tokens, d), np.float16)
+                if k:
+                    buf["local_tokens"] = np.zeros((rows, v, k, d) if v > 1 else (rows, k, d), np.float16)
             self.buffers[u] = buf
         return self.buffers[u]
 
@@ -58,17 +61,24 @@ class UnitBuffers:
         for u in np.unique(dest[:, 0]):
             sel = dest[:, 0] == u
             buf = self._buffer(int(u))
-            rows, slots, is_local = dest[sel, 1], dest[sel, 2], dest[sel, 3] == 1
+            rows, slots, is_local, views = dest[sel, 1], dest[sel, 2], dest[sel, 3] == 1, dest[sel, 4]
             e = emb[sel]
             if "grid_tiles" in buf:
                 buf["grid_tiles"][rows] = e
             else:
-                buf["local"][rows[is_local]] = e[is_local]
+                identity = is_local & (views == 0)
+                buf["local"][rows[identity]] = e[identity]
+                if "local_views" in buf:
+                    buf["local_views"][rows[is_local], views[is_local]] = e[is_local]
                 if "neighbour" in buf:
                     nb = slots >= 0
                     buf["neighbour"][rows[nb], slots[nb]] = e[nb]
                 if tokens is not None and "local_tokens" in buf:
-                    buf["local_tokens"][rows[is_local]] = tokens[local_pos[sel][is_local]]
+                    tok = tokens[local_pos[sel][is_local]]
+                    if self.layout.n_views > 1:
+                        buf["local_tokens"][rows[is_local], views[is_local]] = tok
+                    else:
+                        buf["local_tokens"][rows[is_local]] = tok
             self.remaining[u] -= int(sel.sum())
         self.flush()
 
@@ -121,6 +131,7 @@ def store_fingerprint(g: Geometry, encoder: Encoder, precision: str, n_tokens: i
                 "encoder": encoder.identity(),
                 "precision": precision,
                 "tokens": n_tokens,
+                "views": layout.n_views,
                 "chunks": [layout.spot_rows, layout.node_rows, layout.token_rows],
             },
             sort_keys=True,

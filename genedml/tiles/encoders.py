@@ -45,6 +45,7 @@ class Encoder:
     weights_path: str | None = None
     info: dict = field(default_factory=dict)
     cache_local_tokens: bool = False  # also store every output token of the local crop (ViT: 197 x D)
+    local_views: int = 1  # dihedral views of the local crop encoded per spot (genedml.tiles.views)
 
     def identity(self) -> dict:
         """What makes this encoder's outputs what they are (for cache fingerprints): the config that built
@@ -56,6 +57,7 @@ class Encoder:
             "mean": list(self.mean),
             "std": list(self.std),
             "precision": self.precision,
+            "local_views": int(self.local_views),
         }
         if "config" in self.info:
             ident["config"] = self.info["config"]
@@ -190,6 +192,7 @@ class EncoderSpec(StageSpec):
     model_kwargs: dict | None
     precision: str
     cache_local_tokens: bool
+    local_views: int
 
 
 @dataclass(frozen=True)
@@ -235,6 +238,7 @@ def build_encoder(spec: EncoderSpec | dict) -> Encoder:
     enc.name = spec.name
     enc.precision = spec.precision
     enc.cache_local_tokens = spec.cache_local_tokens
+    enc.local_views = int(spec.local_views)
     enc.info["config"] = spec.to_config()
     log.info("encoder %s: %d-d, weights %s", spec.name, enc.embed_dim, enc.weights_sha256)
     return enc

@@ -11,6 +11,13 @@ Both modes
 - ``local_tokens``    (N, 197, D) float16  optional (``encoder.cache_local_tokens``): every output token of the
   local crop (CLS + 196 patch tokens for a ViT/16 at 224 px): 197 x D x 2 bytes per spot, 403 KB for UNI
 
+With ``encoder.local_views`` V > 1 (dihedral views of the local crop, ``views.py``, named in the attribute
+``local_view_names``), format 3 adds
+- ``local_views``     (N, V, D)   float16  CLS / pooled embedding per view; view 0 (identity) equals ``local``
+- ``local_tokens``    (N, V, 197, D) float16 (instead of the above): tokens per view, in chunks of one view of
+  one spot (what a training batch reads) grouped into shards of whole spots (few files)
+A V = 1 store has exactly the arrays of format 2, and format-2 stores load as V = 1.
+
 ``centred`` (the reference)
 - ``neighbour``       (N, T, D)   float16  the spot's own T neighbour tiles (zeros where masked)
 
@@ -20,7 +27,8 @@ Both modes
 - ``neighbour_index`` (N, T)      int32    row of ``grid_tiles`` per spot and slot, -1 where masked
 
 ``load_features`` returns the same ``SampleFeatures`` view for both (``neighbour`` gathered to (N, T, D)),
-so heads never see the difference. Attributes: encoder, weights_sha256, tile spec, neighbour mode, package
+so heads never see the difference; ``local_views`` is loaded (small), the token maps never are: they stay
+a lazy Zarr array, read a batch's rows at a time (``TokenMaps``). Attributes: encoder, weights_sha256, tile spec, neighbour mode, package
 version, sample, slide µm/px, encoder calls, and ``complete`` (set last). The store is written under a
 hidden ``.{sample}.partial-*.zarr`` name and renamed into place when complete (see ``embed.py``).
 
@@ -40,7 +48,8 @@ import numpy as np
 
 from genedml.errors import InputError
 
-FORMAT_VERSION = 2  # 1: centred only (no neighbour_mode attribute); 2: centred | grid, optional tokens
+# 1: centred only (no neighbour_mode attribute); 2: centred | grid, optional tokens; 3: optional local views
+FORMAT_VERSION = 3
 
 # uncompressed bytes aimed for per chunk: big enough that a per-sample load is a handful of reads,
 # small enough that a unit of work (one chunk) is cheap to redo after an interruption
@@ -64,12 +73,19 @@ class SampleFeatures:
     spatial: np.ndarray
     array_coords: np.ndarray
     attrs: dict
+    local_views: np.ndarray | None = None  # (N, V, D) float32 dihedral views when V > 1 (view 0 = local)
+    local_tokens: object = None  # token maps (M, T, D) or (M, V, T, D): the lazy Zarr array, never loaded
+    token_rows: np.ndarray | None = None  # row of ``local_tokens`` per spot (set by ``subset``); None: 0..N-1
+    path: str | None = None  # the store, for error messages
 
     @property
     def n_spots(self) -> int:
         return len(self.barcodes)
 
     def subset(self, index) -> SampleFeatures:
+        rows = None
+        if self.local_tokens is not None:  # a row mapping, not a copy: the token maps stay on disk
+            rows = (np.arange(self.n_spots) if self.token_rows is None else np.asarray(self.token_rows))[index]
         return SampleFeatures(
             self.sample,
             self.local[index],
@@ -79,7 +95,67 @@ class SampleFeatures:
             self.spatial[index],
             self.array_coords[index],
             self.attrs,
+            None if self.local_views is None else self.local_views[index],
+            self.local_tokens,
+            rows,
+            self.path,
         )
+
+    def token_maps(self) -> TokenMaps | None:
+        """These spots' token maps as a lazy reader, or None when the store has none."""
+        if self.local_tokens is None:
+            return None
+        return TokenMaps(self.local_tokens, self.token_rows, self.sample, self.path)
+
+
+class TokenMaps:
+    """Per-spot token maps (T, D) of one section, read from the store a batch of rows at a time.
+
+    ``array``: (M, T, D) (one view) or (M, V, T, D), a Zarr array (or numpy); ``rows`` maps spot i to its
+    row (None: i). ``shape`` is the (N, T, D) of one view. ``read`` reads a batch's sorted unique rows (chunk
+    order), one view at a time, and puts them back in the batch's order.
+    """
+
+    def __init__(self, array, rows=None, sample: str | None = None, path: str | None = None):
+        self.array = array
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        self.sample = sample
+        self.path = path
+        self.per_view = array.ndim == 4
+
+    @property
+    def n_views(self) -> int:
+        return int(self.array.shape[1]) if self.per_view else 1
+
+    @property
+    def shape(self) -> tuple:
+        n = int(self.array.shape[0]) if self.rows is None else len(self.rows)
+        return (n, *(int(x) for x in self.array.shape[-2:]))
+
+    def read(self, index, views=None) -> np.ndarray:
+        """(B, T, D) float16: the token maps of spots ``index`` (B,), in view ``views`` (B,) each (None: 0)."""
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        rows = index if self.rows is None else self.rows[index]
+        views = np.zeros(len(rows), np.int64) if views is None else np.asarray(views, dtype=np.int64).reshape(-1)
+        out = np.empty((len(rows), *self.shape[1:]), np.float16)
+        try:
+            for v in np.unique(views):
+                pick = np.flatnonzero(views == v)
+                unique, inverse = np.unique(rows[pick], return_inverse=True)  # sorted: chunk order
+                out[pick] = self._rows(unique, int(v))[inverse]
+        except Exception as exc:
+            raise InputError(
+                f"cannot read the local token maps ({type(exc).__name__}: {exc})", self.sample, self.path
+            ) from exc
+        return out
+
+    def _rows(self, rows: np.ndarray, view: int) -> np.ndarray:
+        arr = self.array
+        if not self.per_view and view:
+            raise ValueError(f"view {view} of a one-view token cache")
+        if isinstance(arr, np.ndarray):
+            return arr[rows, view] if self.per_view else arr[rows]
+        return arr.get_orthogonal_selection((rows, view) if self.per_view else (rows,))
 
 
 def chunk_rows(row_bytes: int, n_rows: int, target: int = CHUNK_BYTES) -> int:
@@ -102,39 +178,48 @@ class StoreLayout:
     n_nodes: int = 0  # grid mode: grid tiles
     n_tokens: int = 0  # > 0: cache the local crop's tokens
     chunk_bytes: int = CHUNK_BYTES
+    n_views: int = 1  # dihedral views of the local crop (encoder.local_views)
 
     @property
     def spot_rows(self) -> int:
         """Spots per chunk of the per-spot embedding arrays (and per unit of work)."""
-        row = 2 * self.dim * (self.n_tiles if self.mode == "centred" else 1)
+        row = 2 * self.dim * max(self.n_tiles if self.mode == "centred" else 1, self.n_views)
         rows = chunk_rows(row, self.n_spots, self.chunk_bytes)
         return max(rows, self.token_rows)
 
     @property
     def token_rows(self) -> int:
-        return chunk_rows(2 * self.dim * self.n_tokens, self.n_spots, self.chunk_bytes) if self.n_tokens else 1
+        """Spots per token chunk (one view) or, with several views, per token shard (all views)."""
+        if not self.n_tokens:
+            return 1
+        return chunk_rows(2 * self.dim * self.n_tokens * self.n_views, self.n_spots, self.chunk_bytes)
 
     @property
     def node_rows(self) -> int:
         return chunk_rows(2 * self.dim, self.n_nodes, self.chunk_bytes)
 
     def arrays(self) -> dict:
-        """name -> (shape, chunks, dtype, compressed)."""
-        n, t, d = self.n_spots, self.n_tiles, self.dim
+        """name -> (shape, chunks, dtype, compressed, shards or None)."""
+        n, t, d, v, k = self.n_spots, self.n_tiles, self.dim, self.n_views, self.n_tokens
         spot = self.spot_rows
-        out = {"local": ((n, d), (spot, d), "float16", True)}
+        out = {"local": ((n, d), (spot, d), "float16", True, None)}
+        if v > 1:
+            out["local_views"] = ((n, v, d), (spot, v, d), "float16", True, None)
         if self.mode == "centred":
-            out["neighbour"] = ((n, t, d), (spot, t, d), "float16", True)
+            out["neighbour"] = ((n, t, d), (spot, t, d), "float16", True, None)
         else:
             m = max(self.n_nodes, 0)
-            out["grid_tiles"] = ((m, d), (max(1, min(self.node_rows, max(m, 1))), d), "float16", True)
-            out["grid_tile_centres"] = ((m, 2), (max(m, 1), 2), "float64", False)
-            out["neighbour_index"] = ((n, t), (max(n, 1), t), "int32", False)
-        if self.n_tokens:
-            out["local_tokens"] = ((n, self.n_tokens, d), (self.token_rows, self.n_tokens, d), "float16", True)
-        out["neighbour_mask"] = ((n, t), (max(n, 1), t), "bool", False)
-        out["spatial"] = ((n, 2), (max(n, 1), 2), "float64", False)
-        out["array_coords"] = ((n, 2), (max(n, 1), 2), "int32", False)
+            out["grid_tiles"] = ((m, d), (max(1, min(self.node_rows, max(m, 1))), d), "float16", True, None)
+            out["grid_tile_centres"] = ((m, 2), (max(m, 1), 2), "float64", False, None)
+            out["neighbour_index"] = ((n, t), (max(n, 1), t), "int32", False, None)
+        if k and v > 1:
+            # a training batch reads one view of a spot: one chunk; shards of whole spots keep the files few
+            out["local_tokens"] = ((n, v, k, d), (1, 1, k, d), "float16", True, (self.token_rows, v, k, d))
+        elif k:
+            out["local_tokens"] = ((n, k, d), (self.token_rows, k, d), "float16", True, None)
+        out["neighbour_mask"] = ((n, t), (max(n, 1), t), "bool", False, None)
+        out["spatial"] = ((n, 2), (max(n, 1), 2), "float64", False, None)
+        out["array_coords"] = ((n, 2), (max(n, 1), 2), "int32", False, None)
         return out
 
 
@@ -143,8 +228,10 @@ def create_store(path: str | os.PathLike, layout: StoreLayout, attrs: dict | Non
     import zarr
 
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
-    for name, (shape, chunks, dtype, compressed) in layout.arrays().items():
+    for name, (shape, chunks, dtype, compressed, shards) in layout.arrays().items():
         kwargs = {"compressors": embedding_codecs()} if compressed else {}
+        if shards is not None:
+            kwargs["shards"] = shards
         group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0, **kwargs)
     group.create_array("barcodes", shape=(layout.n_spots,), dtype=str)
     if attrs:
@@ -175,27 +262,54 @@ def gather_neighbours(grid_tiles: np.ndarray, index: np.ndarray) -> np.ndarray:
 
 
 def load_features(path: str | os.PathLike, sample: str | None = None) -> SampleFeatures:
+    """One store's features; the local views are loaded, the token maps only opened (metadata, no data)."""
     group, attrs = _open_complete(path, sample)
+    name = attrs.get("sample", sample or Path(path).stem)
     if attrs["neighbour_mode"] == "grid":
         tiles = np.asarray(group["grid_tiles"][:], dtype=np.float32)
         neighbour = gather_neighbours(tiles, np.asarray(group["neighbour_index"][:]))
     else:
         neighbour = np.asarray(group["neighbour"][:], dtype=np.float32)
+    local = np.asarray(group["local"][:], dtype=np.float32)
+    views = np.asarray(group["local_views"][:], dtype=np.float32) if "local_views" in group else None
+    tokens = group["local_tokens"] if "local_tokens" in group else None
+    _check_views(local, views, tokens, attrs, name, path)
     return SampleFeatures(
-        sample=attrs.get("sample", sample or Path(path).stem),
-        local=np.asarray(group["local"][:], dtype=np.float32),
+        sample=name,
+        local=local,
         neighbour=neighbour,
         neighbour_mask=np.asarray(group["neighbour_mask"][:], dtype=bool),
         barcodes=np.array(group["barcodes"][:].tolist(), dtype=str),
         spatial=np.asarray(group["spatial"][:]),
         array_coords=np.asarray(group["array_coords"][:]),
         attrs=attrs,
+        local_views=views,
+        local_tokens=tokens,
+        path=str(path),
     )
 
 
+def _check_views(local, views, tokens, attrs: dict, sample, path) -> None:
+    """The views' arrays agree with each other and with ``local_view_names`` (format 2: no views, one name)."""
+    n_views = 1 if views is None else views.shape[1]
+    ok = len(attrs.get("local_view_names", ["identity"])) == n_views
+    ok &= views is None or (views.shape[0] == len(local) and n_views > 1)
+    if tokens is not None:
+        ok &= tokens.shape[0] == len(local) and tokens.ndim == (4 if n_views > 1 else 3)
+        ok &= n_views == 1 or tokens.shape[1] == n_views
+    if not ok:
+        raise InputError(
+            f"the feature store's local views disagree (local_views {None if views is None else views.shape}, "
+            f"local_tokens {None if tokens is None else tokens.shape}, local_view_names "
+            f"{attrs.get('local_view_names')}); delete it and re-embed",
+            sample,
+            path,
+        )
+
+
 def open_local_tokens(path: str | os.PathLike, sample: str | None = None):
-    """The cached local tokens (N, 197, D) float16 as a lazy Zarr array (too big to load whole), or an error
-    saying how to enable the cache."""
+    """The cached local tokens, (N, 197, D) or with several views (N, V, 197, D) float16, as a lazy Zarr
+    array (too big to load whole), or an error saying how to enable the cache."""
     group, _ = _open_complete(path, sample)
     if "local_tokens" not in group:
         raise InputError(

@@ -69,6 +69,14 @@ def test_reference_scheme_reproduces_stnet_membership():
     assert sorted(test["sample"]) == sorted(sheet["sample"])  # every section is held out exactly once
     assert sorted(test.loc[test["fold"] == 0, "patient"].unique()) == ["BC23277", "BC23287", "BC23508"]
     assert sorted(test.loc[test["fold"] == 7, "patient"].unique()) == ["BC23944", "BC24044"]
+    # sklearn's KFold(8, shuffle, 2021) over the sorted patients is NOT the reference membership
+    kfold = make_folds(sheet, FoldSpec.of(scheme="group_kfold", n_folds=8, seed=2021, val_patients=0))
+    kfold_test = kfold[kfold["split"] == "test"]
+
+    def members(t):
+        return sorted(tuple(sorted(t.loc[t["fold"] == f, "patient"].unique())) for f in t["fold"].unique())
+
+    assert members(kfold_test) != members(test)
     # a partial download keeps the reference membership of the patients it has
     part = registry_sheet("her2st", ["B4", "C2", "C3"], "hest_id")
     _, table = resolve_fold_table(FoldSpec.of(scheme="reference", reference_set="triplex2025"), part, "her2st")

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from genedml.evaluation.metrics import nanmean, pearson_per_gene
-from genedml.heads.train import train_fold
+from genedml.heads.ridge import RidgeHead
+from genedml.heads.train import TrainingError, train_fold
 from genedml.io.demo import DemoSpec, make_section
 from genedml.io.hest import SamplePaths
-from genedml.study.targets import build_sample_targets
+from genedml.study.targets import TargetSpec, build_sample_targets
 from genedml.tiles.embed import embed_sample
 from genedml.tiles.encoders import build_encoder
 from genedml.tiles.geometry import TileSpec, tile_sample
@@ -40,7 +41,7 @@ def demo_fold(tmp_path_factory):
         embed_sample(geometry, encoder, root / f"{sample}.zarr", batch_size=256, progress=False)
         if genes is None:
             genes = ad.read_h5ad(paths.st).var_names[:40].tolist()
-        build_sample_targets(paths.st, sample, genes, "reference", root / f"{sample}.h5ad")
+        build_sample_targets(paths.st, sample, genes, TargetSpec.of(), root / f"{sample}.h5ad")
         features[sample], targets[sample] = root / f"{sample}.zarr", root / f"{sample}.h5ad"
     folds = root / "folds.tsv"
     rows = [
@@ -98,6 +99,40 @@ def test_genedml_fold_beats_the_mean_predictor(trained, capsys):
     assert pcc > 0.2  # the mean predictor has no correlation at all
     assert (root / "genedml/history.csv").exists() and (root / "genedml/model.pt").exists()
     assert facts["selection"] == "inner validation split of training patients"
+    assert facts["protocol"] == "honest" and facts["val"] == ["S5"] and facts["train"] == ["S1", "S2"]
+
+
+def test_reference_protocol_trains_on_every_non_test_patient_and_selects_on_the_test_fold(trained, tmp_path):
+    root, folds, features, targets = trained
+    ridge = {"type": "ridge", "alphas": [1, 100, 10000], "pca": 32, "protocol": "reference"}
+    train_fold("ridge", ridge, folds, 0, features, targets, tmp_path / "ridge")
+    facts = json.loads((tmp_path / "ridge/fold.json").read_text())
+    assert facts["protocol"] == "reference"
+    assert facts["selection"] == "TEST fold (reference protocol, optimistic)"
+    assert facts["train"] == ["S1", "S2", "S5"] and facts["val"] == [] and facts["test"] == ["S3", "S4"]
+    # the penalty was chosen on the test sections, and the model was not refitted on them
+    head = RidgeHead.load(tmp_path / "ridge", ridge)
+    scores = {float(a): v for a, v in facts["fit"]["val_pcc_by_alpha"].items()}
+    assert max(scores, key=scores.get) == head.alpha
+    assert facts["fit"]["n_train_spots"] == sum(ad.read_h5ad(targets[s]).n_obs for s in ("S1", "S2", "S5"))
+
+
+def test_a_non_finite_target_stops_training_naming_head_fold_and_epoch(demo_fold, tmp_path):
+    root, folds, features, targets = demo_fold
+    bad = ad.read_h5ad(targets["S1"])
+    bad.X[0, 0] = np.inf
+    bad.write_h5ad(tmp_path / "S1.h5ad")
+    with pytest.raises(TrainingError, match="head 'gdml', fold 0: genedml: non-finite training loss at epoch 0"):
+        train_fold(
+            "gdml",
+            {"type": "genedml", "epochs": 2},
+            folds,
+            0,
+            features,
+            {**targets, "S1": tmp_path / "S1.h5ad"},
+            tmp_path / "out",
+        )
+    assert not (tmp_path / "out").exists()
 
 
 def test_predict_applies_the_fold_models_to_a_section_without_counts(trained, tmp_path):

@@ -92,7 +92,7 @@ def test_multi_scale_instance_loss_is_the_mean_over_scales():
     assert float(losses.multi_scale_instance_loss(scales, gene, 0.1)) == pytest.approx(np.mean(each), rel=1e-6)
 
 
-@pytest.mark.parametrize("init,interleave", [("first", True), ("farthest", False)])
+@pytest.mark.parametrize("init,interleave", [("farthest", True), ("farthest", False)])
 def test_kmeans_recovers_well_separated_clusters(init, interleave):
     rng = np.random.default_rng(0)
     centres = np.array([[10.0, 0, 0], [0, 10.0, 0], [0, 0, 10.0], [-10.0, 0, 0]])
@@ -109,10 +109,38 @@ def test_kmeans_recovers_well_separated_clusters(init, interleave):
 
 def test_kmeans_centroids_carry_gradients_and_empty_groups_keep_their_seed():
     x = torch.tensor([[0.0, 0], [0.1, 0], [5, 5], [5.1, 5]], requires_grad=True)
-    labels, c = losses.kmeans(x, 3, iters=5, init="first")  # seeds 0, 1, 2: seed 1 ends up empty or shared
+    torch.manual_seed(0)
+    labels, c = losses.kmeans(x, 3, iters=5, init="random")  # 3 seeds for 2 clusters: one ends up empty or shared
     c.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert torch.isfinite(c).all()
+
+
+def test_random_kmeans_centroids_are_the_means_of_their_groups():
+    torch.manual_seed(0)
+    x = torch.randn(50, 4)
+    labels, c = losses.kmeans(x, 5, iters=10, init="random")
+    for g in labels.unique():
+        torch.testing.assert_close(c[g], x[labels == g].mean(0))
+
+
+def test_kmeans_seeds_of_a_mixed_batch_come_from_several_sections():
+    """A mixed batch lists its rows section by section; the seeds must still be spread over the batch."""
+    from genedml.heads import head_class
+    from support.sections import synthetic_section
+
+    rng = np.random.default_rng(0)
+    sections = [synthetic_section(f"s{i}", rng, rng.normal(size=(16, 6))) for i in range(4)]
+    head = head_class("stnet")({"epochs": 1}, seed=0)
+    from genedml.heads.torch_head import section_tensors
+
+    tensors = [section_tensors(s, "cpu") for s in sections]
+    batch = next(head._batches(tensors, np.random.default_rng(1), True, 96, mixed=True))
+    owner = np.concatenate([np.full(len(rows), st.sample, dtype=object) for st, rows in batch.groups])
+    assert len(set(owner)) == 4 and len(set(owner[:18])) == 1  # the first 18 rows: one section
+    torch.manual_seed(0)
+    seeds = losses.kmeans_seeds(batch.local, 18, "random").numpy()
+    assert len(set(seeds.tolist())) == 18 and len(set(owner[seeds])) > 1
 
 
 def test_grouping_none_makes_every_instance_its_own_group():
@@ -215,14 +243,28 @@ def test_instance_group_loss_gradients_reach_the_encoders(toy):
 def test_presets_and_ablation_switches():
     cls = head_class("genedml")
     paper, code = cls({}).params, cls({"preset": "reference_code"}).params
-    assert (paper["lambda_ig"], paper["tau_ig"], paper["ig_queries"]) == (0.8, 0.07, "projected")
+    assert (paper["lambda_ig"], paper["tau_ig"], paper["ig_queries"]) == (0.8, 0.07, "instance")
     assert (code["lambda_ig"], code["tau_ig"], code["ig_queries"]) == (1.0, 0.1, "raw")
+    assert (code["pool"], code["standardise_inputs"], paper["pool"], paper["standardise_inputs"]) == (
+        "tokens",
+        False,
+        "scales",
+        True,
+    )
     assert paper["size"] == "small" and paper["encoder_dim"] == GENEDML_SIZES["small"]["encoder_dim"]
+    assert paper["batch_size"] == GENEDML_SIZES["small"]["batch_size"]  # the CPU size keeps its budget
+    # paper-sized: the paper's text trains with batch 256, the code with the size's (512 / 512 / 256)
     her2st = cls({"size": "her2st"}).params
-    assert (her2st["k"], her2st["batch_size"], her2st["global_depth"], her2st["encoder_dim"]) == (18, 512, 5, None)
-    assert cls({"variant": "plain"}).params["instance_scales"] == ["fused"]
-    assert cls({"variant": "plain"}).params["lambda_ig"] == 0
-    assert cls({"variant": "no-global"}).params["use_global"] is False
+    assert (her2st["k"], her2st["batch_size"], her2st["global_depth"], her2st["encoder_dim"]) == (18, 256, 5, None)
+    assert cls({"size": "her2st", "preset": "reference_code"}).params["batch_size"] == 512
+    assert cls({"size": "cscc", "preset": "reference_code"}).params["batch_size"] == 256
+    # Table 3's rows: the global encoder is off where the paper marks it off
+    rows = {v: cls({"variant": v}).params for v in ("plain", "multiscale", "groups", "no-global", "no-grouping")}
+    assert [rows[v]["use_global"] for v in rows] == [False, True, False, False, True]
+    assert [rows[v]["lambda_ig"] > 0 for v in rows] == [False, False, True, True, True]
+    assert rows["plain"]["instance_scales"] == rows["groups"]["instance_scales"] == ["fused"]
+    assert rows["no-grouping"]["grouping"] == "none"
+    assert cls({"variant": "no-group-projection"}).params["group_projection"] is False
     assert cls({"variant": "groups", "lambda_ig": 0.5}).params["lambda_ig"] == 0.5  # own keys win
     with pytest.raises(ValueError, match="unknown setting"):
         cls({"lamda_ig": 1})
@@ -237,6 +279,7 @@ def test_presets_and_ablation_switches():
         {"preset": "reference_code", "grouping": "spectral", "pool": "tokens"},
         {"variant": "no-global", "batching": "section"},
         {"variant": "mse-only"},
+        {"variant": "no-group-projection", "ig_queries": "projected"},
     ],
 )
 def test_genedml_trains_saves_and_reloads(toy, tmp_path, params):

@@ -47,9 +47,12 @@ def test_training_is_reproducible_and_stops_early(sections):
     assert len(c.history) < 30
 
 
-def test_test_fold_selection_needs_the_test_sections(sections):
-    head = head_class("stnet")({"selection": "test_fold", "epochs": 2}, seed=0)
-    with pytest.raises(ValueError, match="test sections"):
+def test_a_non_finite_loss_stops_training_naming_the_epoch(sections):
+    from genedml.heads.torch_head import NonFiniteLoss
+
+    bad = sections[1]
+    bad.targets = bad.targets.copy()
+    bad.targets[3, 2] = np.nan
+    head = head_class("stnet")({"epochs": 3}, seed=0)
+    with pytest.raises(NonFiniteLoss, match="stnet: non-finite training loss at epoch 0"):
         head.fit(sections[:2], [sections[2]])
-    facts = head.fit(sections[:2], [sections[2]], test=[sections[3]])
-    assert facts["selection"] == "test_fold"

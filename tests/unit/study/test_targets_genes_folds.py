@@ -9,7 +9,7 @@ from genedml.errors import InputError
 from genedml.io.sample_sheet import read_sample_sheet
 from genedml.study.folds import FoldSpec, make_folds
 from genedml.study.genes import GeneSpec, select_genes
-from genedml.study.targets import grid_neighbours, make_targets
+from genedml.study.targets import array_grid_kind, array_grid_neighbours, grid_neighbours, make_targets
 
 
 def write_st(path, counts, genes, spatial=None):
@@ -28,17 +28,19 @@ def write_st(path, counts, genes, spatial=None):
 def test_reference_recipe_by_hand():
     counts = np.array([[10, 30], [0, 40], [5, 5]])
     spatial = np.array([[0.0, 0.0], [100.0, 0.0], [1000.0, 0.0]])
-    y = make_targets(counts, spatial, "reference", smooth=False)
+    coords = np.array([[0, 0], [0, 1], [0, 7]])  # (row, col): spots 0 and 1 are array neighbours
+    y = make_targets(counts, spatial, "reference", "array_grid", array_coords=coords, smooth=False)
     np.testing.assert_allclose(y[0], np.log10(1 + 1e4 * np.array([0.25, 0.75])), rtol=1e-6)
     np.testing.assert_allclose(y[1], [0.0, np.log10(1 + 1e4)], rtol=1e-6)
-    smoothed = make_targets(counts, spatial, "reference")
-    # spots 0 and 1 are neighbours (pitch 100), spot 2 is isolated
+    smoothed = make_targets(counts, spatial, "reference", "array_grid", array_coords=coords)
     np.testing.assert_allclose(smoothed[0], (y[0] + y[1]) / 2, rtol=1e-6)
     np.testing.assert_allclose(smoothed[2], y[2], rtol=1e-6)
-    np.testing.assert_allclose(make_targets(counts, spatial, "log1p"), np.log1p(counts), rtol=1e-6)
+    # the pixel rule sees the same pairs here (pitch 100)
+    np.testing.assert_allclose(make_targets(counts, spatial, "reference", "pixel_radius"), smoothed, rtol=1e-6)
+    np.testing.assert_allclose(make_targets(counts, spatial, "log1p", "array_grid"), np.log1p(counts), rtol=1e-6)
 
 
-def test_smoothing_neighbourhoods():
+def test_pixel_smoothing_neighbourhoods():
     # square legacy-ST grid: the 3x3 neighbourhood (8 neighbours + self in the interior)
     xs, ys = np.meshgrid(np.arange(5) * 200.0, np.arange(5) * 200.0)
     square = np.stack([xs.ravel(), ys.ravel()], 1)
@@ -48,6 +50,32 @@ def test_smoothing_neighbourhoods():
     rows = [(r, c) for r in range(5) for c in range(5)]
     hexes = np.array([[c * 100.0 + (50.0 if r % 2 else 0.0), r * 100.0 * np.sqrt(3) / 2] for r, c in rows])
     assert grid_neighbours(hexes).toarray()[12].sum() == 7
+
+
+def test_array_grid_neighbourhoods():
+    # legacy ST: Chebyshev distance <= 1 on (row, col); missing spots are simply absent
+    square = np.array([(r, c) for r in range(5) for c in range(5) if (r, c) != (1, 1)])
+    assert array_grid_kind(square) == "square"
+    adj = array_grid_neighbours(square).toarray()
+    centre = int(np.flatnonzero((square == [2, 2]).all(1))[0])
+    corner = int(np.flatnonzero((square == [0, 0]).all(1))[0])
+    assert adj[centre].sum() == 8  # 3x3 block minus the missing (1, 1)
+    assert adj[corner].sum() == 3  # self, (0, 1), (1, 0); (1, 1) is missing
+    assert (adj == adj.T).all()
+    # Visium: columns step by 2 within a row, odd rows shifted: the 6-spot ring
+    hexes = np.array([(r, 2 * c + r % 2) for r in range(5) for c in range(5)])
+    assert array_grid_kind(hexes) == "hex"
+    adj = array_grid_neighbours(hexes).toarray()
+    centre = int(np.flatnonzero((hexes == [2, 4]).all(1))[0])
+    ring = {tuple(hexes[j]) for j in np.flatnonzero(adj[centre])} - {(2, 4)}
+    assert ring == {(2, 2), (2, 6), (1, 3), (1, 5), (3, 3), (3, 5)}
+
+
+def test_array_grid_needs_coordinates():
+    with pytest.raises(InputError, match="no array coordinates.*pixel_radius"):
+        array_grid_neighbours(np.array([[0, 0], [-1, -1]]), "S1")
+    with pytest.raises(InputError, match="share an array position"):
+        array_grid_neighbours(np.array([[0, 0], [0, 0], [0, 1]]), "S1")
 
 
 def test_top_genes_by_total_counts(tmp_path):
