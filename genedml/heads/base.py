@@ -40,6 +40,15 @@ def section_settings(kind: str, section: dict | None) -> dict:
     return section
 
 
+# settings that were replaced: a config that still uses one gets told what replaced it
+RENAMED = {"selection": "`protocol: honest | reference` (selection: test_fold is protocol: reference)"}
+
+
+def renamed_hint(unknown) -> str:
+    hints = [f"{key} was replaced by {RENAMED[key]}" for key in unknown if key in RENAMED]
+    return f" ({'; '.join(hints)})" if hints else ""
+
+
 class Head:
     """Base class. Subclasses set ``kind`` and ``defaults`` and implement fit / predict / save / load.
 
@@ -68,7 +77,9 @@ class Head:
         known = cls.known_settings()
         unknown = sorted(set(params) - set(known))
         if unknown:
-            raise ValueError(f"{cls.kind}: unknown setting(s) {unknown}; known: {', '.join(sorted(known))}")
+            raise ValueError(
+                f"{cls.kind}: unknown setting(s) {unknown}; known: {', '.join(sorted(known))}{renamed_hint(unknown)}"
+            )
         return {**copy.deepcopy(known), **params}
 
     def fit(self, train: list[Section], val: list[Section]) -> dict:

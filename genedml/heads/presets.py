@@ -271,7 +271,11 @@ def resolve(head: str, train_defaults: dict, params: dict) -> dict:
     allowed = set(train_defaults) | set(model) | {k for layer in layers for k in layer}
     unknown = sorted(set(params) - allowed)
     if unknown:
-        raise ValueError(f"{head}: unknown setting(s) {unknown}; known: {', '.join(sorted(allowed))}")
+        from genedml.heads.base import renamed_hint
+
+        raise ValueError(
+            f"{head}: unknown setting(s) {unknown}; known: {', '.join(sorted(allowed))}{renamed_hint(unknown)}"
+        )
     out = {**train_defaults, **model}
     size = params.get("size", model["size"])
     out.update(_pick(sizes, size, "size", head))

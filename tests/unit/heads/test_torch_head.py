@@ -56,3 +56,9 @@ def test_a_non_finite_loss_stops_training_naming_the_epoch(sections):
     head = head_class("stnet")({"epochs": 3}, seed=0)
     with pytest.raises(NonFiniteLoss, match="stnet: non-finite training loss at epoch 0"):
         head.fit(sections[:2], [sections[2]])
+
+
+def test_the_old_selection_key_names_its_replacement():
+    for kind in ("stnet", "genedml"):
+        with pytest.raises(ValueError, match="selection was replaced by `protocol"):
+            head_class(kind)({"selection": "test_fold"})
