@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import report_rows
+
 STORES = {
     "one_view": {"local_views": 1, "cache_local_tokens": False},
     "views8_tokens": {"local_views": 8, "cache_local_tokens": True},
@@ -128,7 +130,6 @@ def main(argv=None):
     if a.child:
         print("RESULT " + json.dumps(child(json.loads(a.child))), flush=True)
         return
-    import pandas as pd
 
     t = time.perf_counter()
     facts = prepare(a)
@@ -157,12 +158,7 @@ def main(argv=None):
             raise SystemExit(f"configuration {name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
         rows.append({"config": name, "store": store, **json.loads(line[len("RESULT ") :])})
         print(rows[-1], flush=True)
-    table = pd.DataFrame(rows)
-    table["epoch_ratio"] = (table["s_per_epoch"] / table["s_per_epoch"].iloc[0]).round(2)
-    print(table.to_string(index=False))
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(a.out, sep="\t", index=False)
+    report_rows(rows, "s_per_epoch", "epoch_ratio", a.out)
 
 
 if __name__ == "__main__":

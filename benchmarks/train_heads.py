@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+from common import report_rows
 
 DEFAULTS = {
     "ridge": {"type": "ridge", "alphas": [1, 10, 100, 1000, 10000], "pca": 64, "features": ["local", "neighbour_mean"]},
@@ -93,12 +93,7 @@ def main(argv=None):
             }
         )
         print(rows[-1], flush=True)
-    table = pd.DataFrame(rows)
-    table["fit_ratio"] = (table["fit_s"] / table["fit_s"].iloc[0]).round(2)
-    print(table.to_string(index=False))
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(a.out, sep="\t", index=False)
+    report_rows(rows, "fit_s", "fit_ratio", a.out)
 
 
 if __name__ == "__main__":

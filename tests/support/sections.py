@@ -23,3 +23,16 @@ def synthetic_section(name, rng, w, n=120, d=16, g=6, noise=0.1):
     )
     y = (local @ w + noise * rng.normal(size=(n, g))).astype(np.float32)
     return Section(name, "P" + name, f, y, [f"g{i}" for i in range(g)])
+
+
+# a Gene-DML head small enough to train in seconds (unit tests)
+TINY_GENEDML = {
+    "size": "small",
+    "encoder_dim": 16,
+    "proj_dim": 16,
+    "neighbour_heads": 2,
+    "global_heads": 2,
+    "k": 3,
+    "batch_size": 32,
+    "epochs": 2,
+}

@@ -11,21 +11,15 @@ from genedml.heads.torch_head import make_batch, section_tensors
 from genedml.networks import losses
 from genedml.networks.context import GlobalEncoder, NeighbourEncoder, grid_positions
 from genedml.tiles.features import SampleFeatures
+from support.sections import TINY_GENEDML
 
 TINY = {
-    "size": "small",
-    "encoder_dim": 16,
-    "proj_dim": 16,
-    "neighbour_heads": 2,
-    "global_heads": 2,
+    **TINY_GENEDML,
     "neighbour_dropout": 0.0,
     "global_dropout": 0.0,
     "fusion_dropout": 0.0,
     "gene_dropout": 0.0,
     "predictor_dropout": 0.0,
-    "k": 3,
-    "batch_size": 32,
-    "epochs": 2,
 }
 
 

@@ -11,20 +11,12 @@ from genedml.tiles.embed import embed_sample
 from genedml.tiles.encoders import build_encoder
 from genedml.tiles.features import TokenMaps, load_features
 from genedml.tiles.geometry import TileSpec, tile_sample
+from support.sections import TINY_GENEDML
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 VARIED_VIT = {"embed_dim": 48, "depth": 2, "num_heads": 3, "init_values": None}
-TINY = {
-    "size": "small",
-    "encoder_dim": 16,
-    "proj_dim": 16,
-    "neighbour_heads": 2,
-    "global_heads": 2,
-    "k": 3,
-    "batch_size": 32,
-    "epochs": 2,
-}
+TINY = TINY_GENEDML
 
 
 @pytest.fixture(scope="module")
