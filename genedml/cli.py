@@ -405,11 +405,13 @@ def evaluate(a):
     from genedml.evaluation.evaluate import EvaluateSpec, evaluate_head
     from genedml.study.targets import TargetSpec
 
+    spec = _spec_from_args(EvaluateSpec, a)
     evaluate_head(
         a.head,
         a.predictions,
         a.out_dir,
-        n_top=_spec_from_args(EvaluateSpec, a).pcc_h_genes,
+        n_top=spec.pcc_h_genes,
+        heg_hvg=spec.heg_hvg,
         recipe=_spec_from_args(TargetSpec, a).recipe,
         export_dir=a.export_dir,
         thumbnails=_sample_paths(a.thumbnails or []),

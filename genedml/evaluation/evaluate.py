@@ -3,7 +3,8 @@
 Writes, under ``out_dir``: ``per_section.tsv`` (every metric of every held-out section), ``per_fold.tsv``,
 ``summary.tsv`` (mean ± std over folds), ``per_gene.tsv`` (per-fold PCC, mean PCC, mean rank, PCC(H)
 membership), ``per_gene_section.tsv`` (PCC of every gene in every section) and ``gene_sets.json``
-(the PCC(H) genes; each section's HEG and HVG genes). Exports, one ``{sample}.h5ad`` per section:
+(``heg_hvg``: which HEG / HVG definition was used; the PCC(H) genes; the HEG and HVG genes: one list when
+``pooled``, DKAN's sets over every evaluated spot, else per section). Exports, one ``{sample}.h5ad`` per section:
 X = prediction, ``layers['prediction']``, ``layers['truth']``, ``obsm['spatial']`` (level-0 px) and, given
 the slide thumbnails, ``uns['spatial'][sample]`` with a 'hires' image and scale factors, so that
 ``sc.pl.spatial(adata, color=gene, layer='truth', library_id=sample)`` draws the spots on the H&E.
@@ -35,18 +36,29 @@ SUMMARY_METRICS = SECTION_METRICS
 
 @dataclass(frozen=True)
 class EvaluateSpec(StageSpec):
-    """How many genes PCC(H), HEG and HVG average over (config ``report.pcc_h_genes``)."""
+    """How many genes PCC(H), HEG and HVG average over (config ``report.pcc_h_genes``), and how the HEG /
+    HVG genes are chosen (``report.heg_hvg``: ``pooled``, DKAN's, or ``per_section``, BLEEP's)."""
 
     section: ClassVar[str] = "report"
-    keys: ClassVar[tuple[str, ...]] = ("pcc_h_genes",)
+    keys: ClassVar[tuple[str, ...]] = ("pcc_h_genes", "heg_hvg")
 
     pcc_h_genes: int
+    heg_hvg: str  # "pooled" or "per_section" (genedml.evaluation.metrics.HEG_HVG)
 
 
 def evaluate_head(
-    head: str, prediction_files: list, out_dir, n_top: int, recipe: str, export_dir=None, thumbnails: dict | None = None
+    head: str,
+    prediction_files: list,
+    out_dir,
+    n_top: int,
+    recipe: str,
+    heg_hvg: str,
+    export_dir=None,
+    thumbnails: dict | None = None,
 ) -> pd.DataFrame:
-    """``thumbnails``: sample -> thumbnail JSON (``genedml thumbnail``); samples without one export no image."""
+    """``thumbnails``: sample -> thumbnail JSON (``genedml thumbnail``); samples without one export no image.
+    ``heg_hvg``: ``EvaluateSpec.heg_hvg``; ``pooled`` chooses the HEG / HVG genes from the truth of every
+    section of ``prediction_files`` together."""
     import anndata as ad
 
     sections, genes = [], None
@@ -81,7 +93,7 @@ def evaluate_head(
         first, rest = problems[0], problems[1:]
         also = "; also " + "; ".join(f"{p['what']} of {p['sample']!r} (fold {p['fold']})" for p in rest) if rest else ""
         raise NonFiniteError(**first, more=also)
-    res = evaluate_sections(sections, genes, n_top=n_top)
+    res = evaluate_sections(sections, genes, n_top=n_top, heg_hvg=heg_hvg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_tsv(out_dir / "per_section.tsv", res["per_section"])
@@ -94,7 +106,14 @@ def evaluate_head(
     write_tsv(out_dir / "summary.tsv", summary)
     write_json(
         out_dir / "gene_sets.json",
-        {"n_top": n_top, "PCC_H": res["pcc_h_genes"], "HEG": res["heg_genes"], "HVG": res["hvg_genes"]},
+        {
+            "n_top": n_top,
+            "heg_hvg": res["heg_hvg"],
+            **({"pooled": res["pooled"]} if "pooled" in res else {}),
+            "PCC_H": res["pcc_h_genes"],
+            "HEG": res["heg_genes"],
+            "HVG": res["hvg_genes"],
+        },
     )
     if export_dir is not None:
         for sample, part in exports:

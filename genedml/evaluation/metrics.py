@@ -10,8 +10,15 @@ Every number starts per held-out test section:
   ties share the average rank; genes with equal mean rank keep the gene-list order, so the choice is
   deterministic. PCCs are compared at 12 decimals, so that rounding noise (an affine copy of a gene, the
   order in which sections are averaged) cannot reorder genes;
-- HEG / HVG (BLEEP's code, which DKAN follows): mean r over the N genes with the highest mean / variance
-  of the TRUE expression of the evaluated section itself (ties keep the gene-list order);
+- HEG / HVG: mean r over N genes chosen from the TRUE expression (the labels), by one of two rules
+  (``HEG_HVG``, config ``report.heg_hvg``; ties keep the gene-list order in both):
+  ``pooled`` (DKAN's evaluation notebook, which Gene-DML's Table 1 follows): ONE set for the whole run,
+  from the labels of every evaluated spot pooled over all sections (every test section of every fold):
+  HEG = the N genes with the highest mean label; HVG = the N genes with the highest variance after each
+  spot's label vector is divided by its sum (spots whose labels sum to 0 have no composition and are left
+  out of the variance, and counted). ``per_section`` (BLEEP's evaluation code): each section's own N genes
+  with the highest mean / variance (ddof 0) of its own truth. Either way the mean r is taken per section,
+  as PCC(A) is (the variance's ddof never changes which genes are chosen);
 - MSE and MAE over all spots and genes of the section.
 A fold's value is the NaN-aware mean over its sections; the reported value is the mean ± std over folds
 (std with ddof=0, numpy's default, as the reference code).
@@ -33,6 +40,7 @@ import pandas as pd
 from genedml.errors import NonFiniteError
 
 SECTION_METRICS = ("PCC_A", "PCC_H", "HEG", "HVG", "MSE", "MAE")
+HEG_HVG = ("pooled", "per_section")  # how HEG / HVG genes are chosen (module doc; schema report.heg_hvg)
 RANK_DECIMALS = 12  # PCCs equal to 12 decimals tie when genes are ranked
 
 
@@ -90,19 +98,44 @@ def top_by_value(values, n: int) -> np.ndarray:
     return np.argsort(key, kind="stable")[: min(n, v.size)]
 
 
-def section_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_top: int, hpg_idx=None) -> dict:
+def pooled_gene_sets(truths: list, n_top: int) -> dict:
+    """DKAN's HEG / HVG genes: ONE set from the labels of every spot of ``truths`` (a list of (N, G)
+    matrices, pooled). HEG: the ``n_top`` genes with the highest mean label; HVG: the ``n_top`` genes with
+    the highest variance (ddof 0) of the spot-normalised labels (each spot's vector divided by its sum;
+    spots summing to 0 are left out). Returns ``heg_idx``, ``hvg_idx`` (column indices, best first),
+    ``mean`` and ``normalised_variance`` (per gene), ``n_spots`` and ``n_spots_zero_sum``."""
+    pooled = np.concatenate([np.asarray(t, dtype=np.float64) for t in truths])
+    total = pooled.sum(1)
+    keep = total != 0
+    composition = pooled[keep] / total[keep, None]
+    variance = composition.var(0) if keep.any() else np.full(pooled.shape[1], np.nan)
+    mean = pooled.mean(0)
+    return {
+        "heg_idx": top_by_value(mean, n_top),
+        "hvg_idx": top_by_value(variance, n_top),
+        "mean": mean,
+        "normalised_variance": variance,
+        "n_spots": int(pooled.shape[0]),
+        "n_spots_zero_sum": int((~keep).sum()),
+    }
+
+
+def section_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, n_top: int, hpg_idx=None, heg_idx=None, hvg_idx=None
+) -> dict:
     """All metrics of one held-out section.
 
     ``hpg_idx``: column indices of the highly predictive genes (chosen across folds); without it
-    PCC_H is NaN. HEG / HVG are chosen from this section's own truth.
+    PCC_H is NaN. ``heg_idx`` / ``hvg_idx``: the HEG / HVG genes chosen for the whole run (``pooled``);
+    without them they are chosen from this section's own truth (``per_section``).
     """
     y_true = np.asarray(y_true, dtype=np.float64)
     y_pred = np.asarray(y_pred, dtype=np.float64)
     pcc = pearson_per_gene(y_true, y_pred)
     err = y_pred - y_true
-    heg = top_by_value(y_true.mean(0), n_top)
+    heg = top_by_value(y_true.mean(0), n_top) if heg_idx is None else np.asarray(heg_idx, dtype=int)
     # population variance (ddof=0), as np.var in BLEEP's evaluation
-    hvg = top_by_value(y_true.var(0), n_top)
+    hvg = top_by_value(y_true.var(0), n_top) if hvg_idx is None else np.asarray(hvg_idx, dtype=int)
     return {
         "pcc_per_gene": pcc,
         "PCC_A": nanmean(pcc),
@@ -180,18 +213,24 @@ def _fold_mean(stack: list[np.ndarray]) -> np.ndarray:
         return np.nanmean(np.stack(stack), axis=0)
 
 
-def evaluate_sections(sections: list[dict], genes: list[str], n_top: int) -> dict:
+def evaluate_sections(sections: list[dict], genes: list[str], n_top: int, heg_hvg: str) -> dict:
     """Aggregate per-section results into the tables the report needs.
 
     ``sections``: dicts with ``sample``, ``fold``, ``truth`` (N, G) and ``prediction`` (N, G), optionally
     ``head`` and ``path`` (named in the error when a matrix holds NaN or inf: ``NonFiniteError``).
-    Returns DataFrames ``per_section`` (one row per section, every metric), ``per_fold``, ``summary``,
-    ``per_gene`` (per-fold PCC, mean PCC, mean rank, PCC(H) membership, pooled mean / variance, how
-    often the gene was a section's HEG / HVG) and ``per_gene_section`` (PCC of every gene in every
-    section), plus the gene sets: ``pcc_h_genes`` (list) and ``heg_genes`` / ``hvg_genes`` (per section).
+    ``heg_hvg``: how the HEG / HVG genes are chosen (``HEG_HVG``, module doc): ``pooled`` over every spot of
+    ``sections``, or ``per_section``.
+    Returns DataFrames ``per_section`` (one row per section, every metric), ``per_fold``, ``summary``
+    (``heg_hvg`` on the HEG and HVG rows), ``per_gene`` (per-fold PCC, mean PCC, mean rank, PCC(H)
+    membership, pooled mean / variance / spot-normalised variance, in how many sections the gene counted
+    as HEG / HVG) and ``per_gene_section`` (PCC of every gene in every section), plus ``heg_hvg`` and the
+    gene sets: ``pcc_h_genes`` (list) and ``heg_genes`` / ``hvg_genes`` (a list when pooled, else per
+    section: sample -> list), and, when pooled, ``pooled`` (``n_spots``, ``n_spots_zero_sum``).
     """
     if not sections:
         raise ValueError("no sections to evaluate")
+    if heg_hvg not in HEG_HVG:
+        raise ValueError(f"heg_hvg must be one of {', '.join(HEG_HVG)}, not {heg_hvg!r}")
     genes = list(genes)
     for s in sections:
         if np.shape(s["truth"])[1] != len(genes):
@@ -202,7 +241,12 @@ def evaluate_sections(sections: list[dict], genes: list[str], n_top: int) -> dic
                 raise NonFiniteError(what, s["sample"], s.get("path"), s.get("head"), int(s["fold"]), **bad)
     # a fixed section order (fold, sample) makes every mean independent of the order sections arrive in
     sections = sorted(sections, key=lambda s: (int(s["fold"]), str(s["sample"])))
-    results = [section_metrics(s["truth"], s["prediction"], n_top=n_top) for s in sections]
+    chosen = {}
+    pooled = None
+    if heg_hvg == "pooled":  # one set from every evaluated spot (DKAN)
+        pooled = pooled_gene_sets([s["truth"] for s in sections], n_top)
+        chosen = {"heg_idx": pooled["heg_idx"], "hvg_idx": pooled["hvg_idx"]}
+    results = [section_metrics(s["truth"], s["prediction"], n_top=n_top, **chosen) for s in sections]
     folds = sorted({int(s["fold"]) for s in sections})
 
     # per-fold per-gene PCC = NaN-aware mean over the fold's sections; PCC(H) genes from their ranks
@@ -219,6 +263,14 @@ def evaluate_sections(sections: list[dict], genes: list[str], n_top: int) -> dic
     per_section, per_fold = _section_and_fold_tables(sections, results, folds, hpg_idx)
     per_gene = _per_gene_table(fold_gene, hpg, sections, results)
     undefined = np.stack([np.isnan(r["pcc_per_gene"]) for r in results])  # sections x genes
+    summary = summarise(per_fold, SECTION_METRICS, per_section, int(undefined.any(0).sum()))
+    summary["heg_hvg"] = [heg_hvg if m in ("HEG", "HVG") else None for m in summary["metric"]]
+    if pooled is not None:
+        heg_genes = [genes[i] for i in pooled["heg_idx"]]
+        hvg_genes = [genes[i] for i in pooled["hvg_idx"]]
+    else:
+        heg_genes = {s["sample"]: [genes[i] for i in r["heg_idx"]] for s, r in zip(sections, results)}
+        hvg_genes = {s["sample"]: [genes[i] for i in r["hvg_idx"]] for s, r in zip(sections, results)}
     per_gene_section = pd.DataFrame(
         {s["sample"]: r["pcc_per_gene"] for s, r in zip(sections, results)}, index=pd.Index(genes, name="gene")
     )
@@ -227,10 +279,16 @@ def evaluate_sections(sections: list[dict], genes: list[str], n_top: int) -> dic
         "per_fold": per_fold,
         "per_gene": per_gene.reset_index(),
         "per_gene_section": per_gene_section.reset_index(),
-        "summary": summarise(per_fold, SECTION_METRICS, per_section, int(undefined.any(0).sum())),
+        "summary": summary,
+        "heg_hvg": heg_hvg,
         "pcc_h_genes": hpg,
-        "heg_genes": {s["sample"]: [genes[i] for i in r["heg_idx"]] for s, r in zip(sections, results)},
-        "hvg_genes": {s["sample"]: [genes[i] for i in r["hvg_idx"]] for s, r in zip(sections, results)},
+        "heg_genes": heg_genes,
+        "hvg_genes": hvg_genes,
+        **(
+            {"pooled": {"n_spots": pooled["n_spots"], "n_spots_zero_sum": pooled["n_spots_zero_sum"]}}
+            if pooled is not None
+            else {}
+        ),
     }
 
 
@@ -267,7 +325,8 @@ def _section_and_fold_tables(sections: list[dict], results: list[dict], folds: l
 
 
 def _per_gene_table(fold_gene: pd.DataFrame, hpg: list[str], sections: list[dict], results: list[dict]):
-    """Per gene: per-fold PCC, mean PCC and rank, PCC(H) membership, pooled mean / variance, HEG / HVG counts."""
+    """Per gene: per-fold PCC, mean PCC and rank, PCC(H) membership, pooled mean / variance / spot-normalised
+    variance (DKAN's HVG key), HEG / HVG counts (sections whose mean counted the gene)."""
     n_genes = len(fold_gene)
     truth_all = np.concatenate([np.asarray(s["truth"], dtype=np.float64) for s in sections])
     per_gene = fold_gene.copy()
@@ -278,6 +337,7 @@ def _per_gene_table(fold_gene: pd.DataFrame, hpg: list[str], sections: list[dict
     per_gene["in_PCC_H"] = per_gene.index.isin(hpg)
     per_gene["mean_expression"] = truth_all.mean(0)
     per_gene["variance"] = truth_all.var(0)
+    per_gene["normalised_variance"] = pooled_gene_sets([truth_all], 0)["normalised_variance"]
     per_gene["sections_HEG"] = np.bincount(np.concatenate([r["heg_idx"] for r in results]), minlength=n_genes)
     per_gene["sections_HVG"] = np.bincount(np.concatenate([r["hvg_idx"] for r in results]), minlength=n_genes)
     per_gene["sections_undefined_r"] = np.sum([np.isnan(r["pcc_per_gene"]) for r in results], axis=0).astype(int)

@@ -287,3 +287,113 @@ def resolve(head: str, train_defaults: dict, params: dict) -> dict:
         out.update(_pick(GENEDML_VARIANTS, params.get("variant", model["variant"]), "variant", head))
     out.update(params)
     return out
+
+
+# --- DKAN ----------------------------------------------------------------------------------------
+# Resolved as the others: training defaults < DKAN_MODEL_DEFAULTS < size < variant < the head's own keys.
+# The default (size published, variant full) is DKAN's method at its published size: the public code
+# (coffeeNtv/DKAN, config/her2st) where the paper is silent. docs/heads.md has the table.
+DKAN_MODEL_DEFAULTS = {
+    "size": "published",
+    "variant": "full",
+    "gene_queries": "semantic",  # semantic (text embeddings) | learned (free per-gene vectors: the control)
+    "gene_text": "file",  # file: gene_embeddings (the pipeline's semantics.npz) | symbols: embed the symbols now
+    "gene_embeddings": None,
+    "knowledge_path": True,  # false: no gene queries; the image-fusion token predicts (Table 3 w/o knowledge)
+    "contrast": "gene_nt_xent",  # gene_nt_xent (DKAN's code) | spot_clip (the earlier head) | none
+    "readout": "shared",  # shared: one Linear(dim, 1) for every gene | per_gene: weights and bias per gene
+    "intermediates": "image",  # image: 4 image-only per-gene heads (code) | scales: 3 gene-query blocks
+    "tau": 0.1,  # DKAN: 0.1 (HER2ST, ST-Net), 0.08 (cSCC)
+    "distill_lambda": 0.3,
+    "loss_weights": "adaptive",  # normalised inverse losses | fixed: L_sup + clip_weight * L_contrast
+    "contrast_boost": 1.0,  # the paper: 1; the public code multiplies the contrastive inverse by 3.0
+    "clip_weight": 1.0,
+    "input_norm": "standard",
+    "step_size": 50,
+    "gamma": 0.9,
+    "eval_batch_size": 256,
+}
+
+DKAN_SIZES = {
+    # the public code's HER2ST config: emb_dim 1024, 4 heads, MLP ratio 4, dropout 0.3, text encoder depth 3,
+    # image-text cross encoder depth 4, expression-text depth 3, global encoder depth 5; Adam 1e-4, batch 128
+    "published": {
+        "dim": 1024,
+        "heads": 4,
+        "ff_mult": 4,
+        "dropout": 0.3,
+        "gene_layers": 3,
+        "fusion_layers": 4,
+        "expr_layers": 3,
+        "global_layers": 5,
+        "clip_dim": None,
+        "lr": 1e-4,
+        "batch_size": 128,
+        "epochs": 200,
+        "patience": 20,
+    },
+    # CPU size (the demo's): the same method, narrow and one layer deep
+    "small": {
+        "dim": 32,
+        "heads": 4,
+        "ff_mult": 1,
+        "dropout": 0.1,
+        "gene_layers": 1,
+        "fusion_layers": 1,
+        "expr_layers": 1,
+        "global_layers": 1,
+        "clip_dim": None,
+        "lr": 3e-3,
+        "batch_size": 32,
+        "epochs": 20,
+        "patience": 10,
+    },
+    # the head before the published method was followed (with variant legacy: that head exactly)
+    "legacy": {
+        "dim": 256,
+        "heads": 4,
+        "ff_mult": 2,
+        "dropout": 0.1,
+        "gene_layers": 1,
+        "fusion_layers": 1,
+        "expr_layers": 1,
+        "global_layers": 1,
+        "clip_dim": 128,
+        "lr": 1e-4,
+        "batch_size": 128,
+        "epochs": 200,
+        "patience": 20,
+    },
+}
+
+DKAN_VARIANTS = {
+    "full": {},
+    # DKAN Table 3: without the text summary (gene symbols embedded by the local sentence model)
+    "no_text_summary": {"gene_text": "symbols"},
+    # without the contrastive path (no expression path, supervised loss only)
+    "no_contrastive": {"contrast": "none"},
+    # without the knowledge path (no gene semantics: the image-only fused token predicts every gene)
+    "no_knowledge": {"knowledge_path": False, "contrast": "none", "intermediates": "image"},
+    # the earlier head: spot-level CLIP on gene-averaged embeddings, per-gene read-outs, per-scale
+    # gene-query intermediates
+    "legacy": {"contrast": "spot_clip", "readout": "per_gene", "intermediates": "scales"},
+}
+
+
+def resolve_dkan(train_defaults: dict, params: dict) -> dict:
+    """The full settings of a ``dkan`` head from its config section (layers as above)."""
+    params = dict(params or {})
+    layers = [*DKAN_SIZES.values(), *DKAN_VARIANTS.values()]
+    allowed = set(train_defaults) | set(DKAN_MODEL_DEFAULTS) | {k for layer in layers for k in layer}
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        from genedml.heads.base import renamed_hint
+
+        raise ValueError(
+            f"dkan: unknown setting(s) {unknown}; known: {', '.join(sorted(allowed))}{renamed_hint(unknown)}"
+        )
+    out = {**train_defaults, **DKAN_MODEL_DEFAULTS}
+    out.update(_pick(DKAN_SIZES, params.get("size", DKAN_MODEL_DEFAULTS["size"]), "size", "dkan"))
+    out.update(_pick(DKAN_VARIANTS, params.get("variant", DKAN_MODEL_DEFAULTS["variant"]), "variant", "dkan"))
+    out.update(params)
+    return out

@@ -1,16 +1,30 @@
 """DKAN-style network: gene-semantic queries over image and expression features (cached, frozen-encoder).
 
-- **Gene queries.** One text embedding per gene -> linear to ``dim`` -> a small transformer over the G
-  gene tokens (gene-gene self-attention). ``gene_queries: learned`` replaces the text vectors by free
-  per-gene parameters (the "no gene semantics" ablation).
+Settings (``cfg``, resolved by ``genedml.heads.presets.resolve_dkan``; docs/heads.md):
+
+- **Gene queries** (knowledge path). One text embedding per gene -> linear to ``dim`` -> a transformer over
+  the G gene tokens (``gene_layers``; DKAN's text encoder, depth 3). ``gene_queries: learned`` replaces the
+  text vectors by free per-gene parameters (the "no gene semantics" control).
 - **Image path.** Per spot, image tokens at three scales (each a linear projection of the frozen embedding,
   after one shared input normalisation, ``input_norm``): the spot's local embedding (patch level), its
   5 x 5 neighbour tile embeddings (region level, masked outside the image, learned position per tile) and a
   section-level global token (a transformer over all of the section's local embeddings with sinusoidal
-  array-coordinate positions; the WSI level). The gene queries cross-attend to each scale separately
-  (intermediate predictions) and to all tokens together (the fused prediction, used at test time).
-- **Expression path** (training only, ``forward_train``). Each gene's measured value becomes a token (gene
-  key + an MLP of the value); the same gene queries cross-attend to them.
+  array-coordinate positions; the WSI level).
+- **Knowledge fusion.** The gene queries cross-attend to all image tokens (``fusion_layers`` blocks) ->
+  (B, G, dim); ``readout: shared`` predicts every gene with one ``Linear(dim, 1)`` (after a LayerNorm), so
+  a gene's identity reaches its prediction only through its query (DKAN's code); ``per_gene`` adds weights
+  and a bias per gene.
+- **Intermediate predictions** (self-distilled towards the final one). ``image`` (DKAN's code, 4): per-gene
+  linear heads (after a LayerNorm) on the image alone, one per scale (local, neighbour mean, global) and one on an image-fusion
+  token (a transformer layer over the three scales' tokens, masked mean). ``scales`` (the earlier head, 3):
+  the gene queries cross-attend to each scale separately, per-gene read-outs.
+- ``knowledge_path: false`` (DKAN Table 3, without knowledge): no gene queries; the image-fusion token's
+  per-gene head predicts, the three scale heads are the intermediates.
+- **Expression path** (training only, ``forward_train``; ``contrast`` not ``none``). Each gene's measured
+  value becomes a token (gene key + an MLP of the value); the same gene queries cross-attend to them
+  (``expr_layers`` blocks). ``gene_nt_xent`` contrasts the two paths' per-gene outputs (B, G, ·) over all
+  (spot, gene) pairs; ``spot_clip`` (earlier head) contrasts what each path adds to the queries,
+  averaged over genes (B, ·). ``clip_dim`` projects them first (null: no projection, the code's).
 
 Input is a ``Batch`` of the shared training loop (``genedml.heads.torch_head``); the global token reads
 every section of the batch whole from ``Batch.groups``.
@@ -104,7 +118,7 @@ class CrossBlock(nn.Module):
 
 
 class GeneReadout(nn.Module):
-    """Gene-specific linear read-out: y_g = <h_g, w_g> + b_g."""
+    """Gene-specific linear read-out: y_g = <LN(h_g), w_g> + b_g."""
 
     def __init__(self, n_genes: int, dim: int):
         super().__init__()
@@ -116,23 +130,66 @@ class GeneReadout(nn.Module):
         return (self.norm(h) * self.weight).sum(-1) + self.bias
 
 
+class SharedReadout(nn.Module):
+    """One read-out for every gene: y_g = Linear(LN(h_g)) with a single weight vector and bias (DKAN's
+    ``Linear(emb_dim, 1)``): two genes with the same embedding get the same prediction."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.linear = nn.Linear(dim, 1)
+
+    @property
+    def bias(self):
+        return self.linear.bias
+
+    def forward(self, h):
+        return self.linear(self.norm(h)).squeeze(-1)
+
+
+class ImageHead(nn.Module):
+    """Per-gene linear head on an image token (after a LayerNorm, as the code's encoders end in one)."""
+
+    def __init__(self, dim: int, n_genes: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.linear = nn.Linear(dim, n_genes)
+
+    @property
+    def bias(self):
+        return self.linear.bias
+
+    def forward(self, x):
+        return self.linear(self.norm(x))
+
+
+def _masked_mean(tokens, pad_mask):
+    keep = (~pad_mask).to(tokens.dtype)[..., None]
+    return (tokens * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+
+
 class DKAN(nn.Module):
     """``cfg``: the head's resolved settings (dim, heads, ff_mult, dropout, gene_layers, global_layers,
-    clip_dim, gene_queries, input_norm); ``dims``: n_genes, local_dim, neighbour_tiles; ``gene_text``:
-    the (G, E) gene text embeddings (``gene_queries: semantic``) or None."""
+    fusion_layers, expr_layers, clip_dim, gene_queries, knowledge_path, contrast, readout, intermediates,
+    input_norm); ``dims``: n_genes, local_dim, neighbour_tiles; ``gene_text``: the (G, E) gene text
+    embeddings (``gene_queries: semantic``) or None."""
 
     def __init__(self, cfg: dict, dims: dict, gene_text=None):
         super().__init__()
         d, heads, drop, ff_mult = int(cfg["dim"]), int(cfg["heads"]), float(cfg["dropout"]), int(cfg["ff_mult"])
         n_genes, feat_dim = dims["n_genes"], dims["local_dim"]
         self.dim = d
-        self.semantic = cfg["gene_queries"] == "semantic"
-        if self.semantic:
-            self.register_buffer("gene_text", torch.as_tensor(gene_text, dtype=torch.float32))
-            self.gene_in = nn.Linear(self.gene_text.shape[1], d)
-        else:
-            self.gene_free = nn.Parameter(torch.randn(n_genes, d) * 0.02)
-        self.gene_encoder = transformer_encoder(d, heads, ff_mult, drop, int(cfg["gene_layers"]))
+        self.knowledge = bool(cfg["knowledge_path"])
+        self.contrast = cfg["contrast"] if self.knowledge else "none"
+        self.intermediates = cfg["intermediates"] if self.knowledge else "image"
+        self.semantic = self.knowledge and cfg["gene_queries"] == "semantic"
+        if self.knowledge:
+            if self.semantic:
+                self.register_buffer("gene_text", torch.as_tensor(gene_text, dtype=torch.float32))
+                self.gene_in = nn.Linear(self.gene_text.shape[1], d)
+            else:
+                self.gene_free = nn.Parameter(torch.randn(n_genes, d) * 0.02)
+            self.gene_encoder = transformer_encoder(d, heads, ff_mult, drop, int(cfg["gene_layers"]))
         self.standardize = input_norm(cfg["input_norm"], feat_dim)  # shared by the three scales
         self.local_proj = nn.Sequential(self.standardize, nn.Linear(feat_dim, d))
         self.neigh_proj = nn.Sequential(self.standardize, nn.Linear(feat_dim, d))
@@ -141,16 +198,34 @@ class DKAN(nn.Module):
         global_layers = int(cfg["global_layers"])
         self.global_encoder = transformer_encoder(d, heads, ff_mult, drop, global_layers) if global_layers > 0 else None
         self.scale_embed = nn.Parameter(torch.zeros(3, d))
-        # per-scale blocks without feed-forward: B x G tokens per block make the FFNs the main cost
-        self.scale_blocks = nn.ModuleList([CrossBlock(d, heads, drop) for _ in SCALES])
-        self.fusion = CrossBlock(d, heads, drop, ff_mult * d)
-        self.scale_readouts = nn.ModuleList([GeneReadout(n_genes, d) for _ in SCALES])
-        self.readout = GeneReadout(n_genes, d)
-        # expression path (training only)
-        self.value_mlp = nn.Sequential(nn.Linear(1, d), nn.GELU(), nn.Linear(d, d))
-        self.expr_block = CrossBlock(d, heads, drop, ff_mult * d)
-        self.img_clip = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, int(cfg["clip_dim"])))
-        self.expr_clip = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, int(cfg["clip_dim"])))
+        if self.intermediates == "scales":
+            # per-scale blocks without feed-forward: B x G tokens per block make the FFNs the main cost
+            self.scale_blocks = nn.ModuleList([CrossBlock(d, heads, drop) for _ in SCALES])
+            self.scale_readouts = nn.ModuleList([GeneReadout(n_genes, d) for _ in SCALES])
+        else:  # image-only heads: the fused image token, then local, neighbour, global
+            self.image_fusion = transformer_encoder(d, heads, ff_mult, drop, 1)
+            self.image_heads = nn.ModuleList([ImageHead(d, n_genes) for _ in range(1 + len(SCALES))])
+        if self.knowledge:
+            self.fusion = nn.ModuleList(
+                [CrossBlock(d, heads, drop, ff_mult * d) for _ in range(max(1, int(cfg["fusion_layers"])))]
+            )
+            self.readout = SharedReadout(d) if cfg["readout"] == "shared" else GeneReadout(n_genes, d)
+        if self.contrast != "none":  # expression path (training only)
+            self.value_mlp = nn.Sequential(nn.Linear(1, d), nn.GELU(), nn.Linear(d, d))
+            self.expr_blocks = nn.ModuleList(
+                [CrossBlock(d, heads, drop, ff_mult * d) for _ in range(max(1, int(cfg["expr_layers"])))]
+            )
+            c = cfg["clip_dim"]
+            self.img_clip = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, int(c))) if c else nn.Identity()
+            self.expr_clip = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, int(c))) if c else nn.Identity()
+
+    def output_layers(self) -> list:
+        """The layers whose bias starts at the training mean: (shared read-out or None, per-gene layers)."""
+        shared = self.readout if self.knowledge and isinstance(self.readout, SharedReadout) else None
+        per_gene = list(self.scale_readouts) if self.intermediates == "scales" else list(self.image_heads)
+        if self.knowledge and shared is None:
+            per_gene.append(self.readout)
+        return shared, per_gene
 
     def gene_tokens(self):
         g = self.gene_in(self.gene_text) if self.semantic else self.gene_free
@@ -174,32 +249,54 @@ class DKAN(nn.Module):
         glob = self.section_global(batch)[:, None] + self.scale_embed[2]
         return local, neigh, mask, glob
 
-    def image_path(self, batch, genes=None):
-        genes = self.gene_tokens() if genes is None else genes
+    def image_intermediates(self, local, neigh, mask, glob, all_tokens, all_mask):
+        """Image-only per-gene predictions: [fused image token, local, neighbour mean, global]."""
+        fused = _masked_mean(self.image_fusion(all_tokens, src_key_padding_mask=all_mask), all_mask)
+        pooled = [fused, local[:, 0], _masked_mean(neigh, mask), glob[:, 0]]
+        return [h(x) for h, x in zip(self.image_heads, pooled)]
+
+    def image_path(self, batch, genes=None, with_intermediates: bool = True):
+        """(fused gene embeddings (B, G, d) or None, final prediction (B, G), intermediate predictions)."""
         local, neigh, mask, glob = self.image_tokens(batch)
-        per_scale = [
-            self.scale_blocks[0](genes, local),
-            self.scale_blocks[1](genes, neigh, mask),
-            self.scale_blocks[2](genes, glob),
-        ]
         keep = torch.zeros(mask.shape[0], 1, dtype=torch.bool, device=mask.device)
-        fused = self.fusion(genes, torch.cat([local, neigh, glob], 1), torch.cat([keep, mask, keep], 1))
-        return fused, per_scale
+        all_tokens, all_mask = torch.cat([local, neigh, glob], 1), torch.cat([keep, mask, keep], 1)
+        if not self.knowledge:
+            preds = self.image_intermediates(local, neigh, mask, glob, all_tokens, all_mask)
+            return None, preds[0], preds[1:]
+        genes = self.gene_tokens() if genes is None else genes
+        h = genes
+        for block in self.fusion:
+            h = block(h, all_tokens, all_mask)
+        inter = []
+        if with_intermediates and self.intermediates == "scales":
+            per_scale = [
+                self.scale_blocks[0](genes, local),
+                self.scale_blocks[1](genes, neigh, mask),
+                self.scale_blocks[2](genes, glob),
+            ]
+            inter = [r(x) for r, x in zip(self.scale_readouts, per_scale)]
+        elif with_intermediates:
+            inter = self.image_intermediates(local, neigh, mask, glob, all_tokens, all_mask)
+        return h, self.readout(h), inter
 
     def forward(self, batch):
-        fused, _ = self.image_path(batch)
-        return self.readout(fused)
+        return self.image_path(batch, with_intermediates=not self.knowledge)[1]
 
     def forward_train(self, batch) -> dict:
-        """The fused and per-scale predictions and the two paths' CLIP embeddings (needs ``batch.targets``)."""
-        genes = self.gene_tokens()
-        fused, per_scale = self.image_path(batch, genes)
-        expr_tokens = genes[None] + self.value_mlp(batch.targets[..., None])
-        expr = self.expr_block(genes, expr_tokens)
-        # CLIP on what each path adds to the gene queries (the queries themselves are the same for every spot)
-        return {
-            "pred": self.readout(fused),
-            "scale_preds": [r(h) for r, h in zip(self.scale_readouts, per_scale)],
-            "img_embed": self.img_clip((fused - genes).mean(1)),
-            "expr_embed": self.expr_clip((expr - genes).mean(1)),
-        }
+        """The final and intermediate predictions and, with a contrastive path, the two paths' embeddings
+        (``gene_nt_xent``: (B, G, c); ``spot_clip``: (B, c)); needs ``batch.targets``."""
+        genes = self.gene_tokens() if self.knowledge else None
+        fused, pred, inter = self.image_path(batch, genes)
+        out = {"pred": pred, "intermediates": inter}
+        if self.contrast == "none":
+            return out
+        expr = genes[None] + self.value_mlp(batch.targets[..., None])
+        h = genes
+        for block in self.expr_blocks:
+            h = block(h, expr)
+        if self.contrast == "gene_nt_xent":
+            out["img_embed"], out["expr_embed"] = self.img_clip(fused), self.expr_clip(h)
+        else:  # CLIP on what each path adds to the gene queries (the same for every spot), averaged over genes
+            out["img_embed"] = self.img_clip((fused - genes).mean(1))
+            out["expr_embed"] = self.expr_clip((h - genes).mean(1))
+        return out

@@ -193,6 +193,16 @@ class HeadResults:
         return self.spec.get("label", self.name)
 
     @property
+    def heg_hvg(self) -> str | None:
+        """How evaluate chose the HEG / HVG genes (gene_sets.json ``heg_hvg``: ``pooled`` or
+        ``per_section``); files written before the field existed held per-section sets (a mapping)."""
+        if "heg_hvg" in self.gene_sets:
+            return str(self.gene_sets["heg_hvg"])
+        if isinstance(self.gene_sets.get("HEG"), dict):
+            return "per_section"
+        return None
+
+    @property
     def protocol(self) -> str:
         """The folds' ``selection`` strings, as fold.json words them."""
         return selection_protocol(self.folds)

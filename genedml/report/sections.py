@@ -29,6 +29,7 @@ from genedml.report.tables import (
     METRIC_ORDER,
     MISSING_NOTE,
     fmt_mean,
+    heg_hvg_note,
     is_optimistic,
     metrics_table,
     missing_note,
@@ -55,10 +56,13 @@ def introduction(run: ReportInputs, doc: Document, site: SiteFiles) -> None:
     doc.p(
         "Metrics, as the papers define them: per held-out section, per-gene Pearson r across spots (undefined "
         "for constant genes, which the means leave out and the tables count), MSE and MAE; PCC(A) over all "
-        f"genes; PCC(H) over the {run.n_top} genes with the best rank averaged over folds; HEG / HVG over the "
-        f"{run.n_top} genes with the highest mean / variance of the section's true expression. A fold's value "
-        "is the mean over its sections; numbers are mean ± std (ddof 0) over folds. " + MISSING_NOTE
+        f"genes; PCC(H) over the {run.n_top} genes with the best rank averaged over folds; HEG / HVG over "
+        f"{run.n_top} genes chosen from the labels (below). A fold's value is the mean over its sections; "
+        "numbers are mean ± std (ddof 0) over folds. " + MISSING_NOTE
     )
+    heg_hvg = heg_hvg_note(run.heads, run.n_top)
+    if heg_hvg:
+        doc.p(heg_hvg)
     for note in comparability_notes(run.heads, facts, run.run_datasets, run.published, run.recipe, len(run.genes)):
         doc.p(note, "note")
 
@@ -294,6 +298,7 @@ def per_section_scores(run: ReportInputs, doc: Document, site: SiteFiles) -> Non
                 ["this-run optimistic" if is_optimistic(h, [int(k)]) else "" for k in frame["fold"]],
                 caption=f"Model selection: {protocol_label(h)}. A section's r-based metrics average its genes "
                 "with a defined r only (n/a: none has one). "
+                + (f"{heg_hvg_note([h], short=True)} " if h.heg_hvg else "")
                 + ", ".join(f"[{name}](tables/{h.name}/{name})" for name in PER_SECTION_TABLES),
             )
         )

@@ -48,6 +48,42 @@ OPTIMISTIC_NOTE = (
 )
 
 
+HEG_HVG_LABEL = {
+    "pooled": "DKAN's pooled gene sets",
+    "per_section": "per-section gene sets (BLEEP's code)",
+}
+HEG_HVG_DEFINITION = {
+    "pooled": "one set for the whole run, chosen from the labels of every evaluated spot of every section: "
+    "HEG the {n} genes with the highest mean label, HVG the {n} genes with the highest variance of the "
+    "labels after dividing each spot's labels by their sum; the definition of DKAN's evaluation notebook, "
+    "which Gene-DML's Table 1 follows",
+    "per_section": "each section's own {n} genes with the highest mean / variance of its true expression, as "
+    "BLEEP's evaluation code; not the pooled sets of DKAN's notebook, which Gene-DML's Table 1 follows",
+}
+
+
+def heg_hvg_note(heads: list[HeadResults], n_top: int | None = None, short: bool = False) -> str:
+    """Which HEG / HVG definition the heads' numbers use (gene_sets.json ``heg_hvg``), as a caption
+    sentence: ``HEG / HVG: DKAN's pooled gene sets (...)`` (``short``: without the parenthesis); heads that
+    differ are named per definition; "" when no head records one."""
+    by_kind: dict[str, list[str]] = {}
+    for h in heads:
+        if h.heg_hvg is not None:
+            by_kind.setdefault(h.heg_hvg, []).append(h.label)
+    if not by_kind:
+        return ""
+    ns = {h.gene_sets.get("n_top") for h in heads if h.gene_sets.get("n_top") is not None}
+    n = str(ns.pop()) if len(ns) == 1 else (str(n_top) if n_top is not None else "N")
+    if len(by_kind) == 1:
+        kind = next(iter(by_kind))
+        text = "" if short else HEG_HVG_DEFINITION.get(kind, "")
+        return f"HEG / HVG: {HEG_HVG_LABEL.get(kind, kind)}" + (f" ({text.format(n=n)})." if text else ".")
+    order = list(HEG_HVG_LABEL)  # pooled first, then per_section, then anything else
+    kinds = sorted(by_kind, key=lambda k: (order.index(k) if k in order else len(order), k))
+    parts = [f"{HEG_HVG_LABEL.get(k, k)} for {', '.join(by_kind[k])}" for k in kinds]
+    return "HEG / HVG: " + "; ".join(parts) + ". Their HEG and HVG values average different genes and do not compare."
+
+
 def missing_note(value: MeanOver) -> str:
     """``7 of 8 folds``, ``10 of 12 sections``, both, or "" when every fold and section had a value."""
     parts = []
@@ -212,7 +248,7 @@ def metrics_table(
             rows.append(row)
             classes.append("this-run optimistic" if is_optimistic(h, design_folds) else "this-run")
     optimistic = any("optimistic" in c for c in classes)
-    return Table(table_id, pd.DataFrame(rows), classes, _caption("", flagged, optimistic).strip())
+    return Table(table_id, pd.DataFrame(rows), classes, _caption(heg_hvg_note(heads), flagged, optimistic).strip())
 
 
 def _undefined_genes(h: HeadResults):

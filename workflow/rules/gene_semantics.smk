@@ -3,6 +3,10 @@ rule gene_semantics:
     input:
         genes="results/genes/genes.tsv",
         descriptions=[config["gene_semantics"]["descriptions"]] if config["gene_semantics"]["descriptions"] else [],
+        embeddings=[config["gene_semantics"]["embeddings"]] if config["gene_semantics"]["embeddings"] else [],
+        embedding_genes=(
+            [config["gene_semantics"]["embedding_genes"]] if config["gene_semantics"]["embedding_genes"] else []
+        ),
     output:
         semantics=GENE_SEMANTICS,
     params:

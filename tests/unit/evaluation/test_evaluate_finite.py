@@ -40,7 +40,9 @@ def write_predictions(tmp_path, head="ridge", folds=((0, ["S1", "S2"]), (1, ["S3
 
 
 def run(tmp_path, paths, head="ridge"):
-    return evaluate_head(head, paths, tmp_path / "metrics" / head, n_top=3, recipe="log1p", export_dir=None)
+    return evaluate_head(
+        head, paths, tmp_path / "metrics" / head, n_top=3, recipe="log1p", heg_hvg="pooled", export_dir=None
+    )
 
 
 @pytest.mark.parametrize("value, kind", [(np.nan, "NaN"), (np.inf, "inf"), (-np.inf, "inf")])
@@ -138,4 +140,6 @@ def test_evaluate_sections_refuses_non_finite_matrices_too():
     pred = truth.copy()
     pred[1, 2] = np.inf
     with pytest.raises(NonFiniteError, match=r"sample 'a'.*fold 3: prediction holds 1 non-finite value\(s\)"):
-        evaluate_sections([{"sample": "a", "fold": 3, "truth": truth, "prediction": pred}], ["g0", "g1", "g2"], 1)
+        evaluate_sections(
+            [{"sample": "a", "fold": 3, "truth": truth, "prediction": pred}], ["g0", "g1", "g2"], 1, "pooled"
+        )

@@ -47,7 +47,7 @@ def make_run(tmp_path, heads: dict, edit=None):
             record = {"head": head, "fold": fold, "test": samples, **protocols[fold]}
             (fold_dir / "fold.json").write_text(json.dumps(record))
             paths.append(fold_dir / "predictions.h5ad")
-        evaluate_head(head, paths, results / "metrics" / head, n_top=3, recipe="log1p")
+        evaluate_head(head, paths, results / "metrics" / head, n_top=3, recipe="log1p", heg_hvg="pooled")
     rows = [
         {"fold": f, "sample": s, "patient": PATIENTS[s], "split": "test" if s in FOLDS[f] else "train"}
         for f in FOLDS

@@ -70,3 +70,52 @@ def test_description_table_is_used_and_checked(tmp_path):
     dup.write_text("gene\tdescription\nERBB2\tx\nERBB2\ty\n")
     with pytest.raises(InputError, match="twice"):
         read_descriptions(dup)
+
+
+def _sha(path):
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_embedding_file_formats_are_read_by_symbol(tmp_path):
+    import torch
+
+    from genedml.study.gene_semantics import read_embedding_file
+
+    vec = np.arange(12, dtype=np.float32).reshape(4, 3)
+    tsv = tmp_path / "emb.tsv"
+    tsv.write_text("gene\td0\td1\td2\n" + "".join(f"{g}\t" + "\t".join(map(str, v)) + "\n" for g, v in zip(GENES, vec)))
+    csv = tmp_path / "emb.csv"  # no header
+    csv.write_text("".join(f"{g}," + ",".join(map(str, v)) + "\n" for g, v in zip(GENES, vec)))
+    npz = tmp_path / "emb.npz"
+    np.savez(npz, genes=np.array(GENES), embeddings=vec)
+    pt = tmp_path / "her2st_biobert.pt"  # DKAN's layout: a bare tensor, rows in the order of a gene list
+    torch.save(torch.from_numpy(vec), pt)
+    order = tmp_path / "genes_her2st.npy"
+    np.save(order, np.array(GENES))
+    for path, genes in [(tsv, None), (csv, None), (npz, None), (pt, order)]:
+        names, emb = read_embedding_file(path, genes)
+        assert names == GENES
+        np.testing.assert_array_equal(emb, vec)
+    with pytest.raises(InputError, match="embedding_genes"):
+        read_embedding_file(pt)
+
+
+def test_embedding_file_semantics_record_sha256_and_name_missing_genes(tmp_path):
+    vec = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+    src = tmp_path / "biobert.npz"
+    np.savez(src, genes=np.array(["KRT19", "ERBB2", "GRB7"]), embeddings=vec)
+    out = tmp_path / "semantics.npz"
+    meta = write_gene_semantics(out, ["ERBB2", "GRB7"], GeneSemanticsSpec.of(embeddings=str(src)))
+    assert meta["embeddings_sha256"] == _sha(src) and meta["dim"] == 5 and meta["model"] == "file"
+    emb, back = read_gene_semantics(out, ["GRB7", "ERBB2"])
+    np.testing.assert_array_equal(emb, vec[[2, 1]])  # taken as they are, in the requested order
+    assert back["embeddings_sha256"] == _sha(src) and back["embeddings"] == str(src)
+    with np.load(out) as data:
+        assert set(data["text_source"]) == {"embedding_file"}
+    with pytest.raises(InputError, match=r"biobert.npz: 2 of 3 predicted genes have no embedding.*MYC, TP53"):
+        write_gene_semantics(tmp_path / "f.npz", ["ERBB2", "MYC", "TP53"], GeneSemanticsSpec.of(embeddings=str(src)))
+    assert not (tmp_path / "f.npz").exists()
+    with pytest.raises(InputError, match="not found"):
+        write_gene_semantics(tmp_path / "g.npz", ["ERBB2"], GeneSemanticsSpec.of(embeddings=str(tmp_path / "no.npz")))
