@@ -56,8 +56,8 @@ class DKANHead(TorchHead):
 
     @classmethod
     def settings(cls, params: dict | None) -> dict:
-        """Resolved in layers (``genedml.heads.presets.resolve_dkan``), then checked."""
-        s = presets.resolve_dkan({**cls.COMMON, **TRAIN_DEFAULTS}, section_settings(cls.kind, params))
+        """Resolved in layers (``genedml.heads.presets.resolve``), then checked."""
+        s = presets.resolve("dkan", {**cls.COMMON, **TRAIN_DEFAULTS}, section_settings(cls.kind, params))
         for key, allowed in _CHOICES.items():
             if s[key] not in allowed:
                 raise ValueError(f"dkan {key} must be one of {', '.join(allowed)}, not {s[key]!r}")

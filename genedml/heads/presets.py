@@ -253,42 +253,6 @@ def _pick(table: dict, name, what: str, head: str) -> dict:
     return table[name]
 
 
-def resolve(head: str, train_defaults: dict, params: dict) -> dict:
-    """The full settings of a ``genedml`` or ``triplex`` head from its config section (see module doc)."""
-    params = dict(params or {})
-    if head == "genedml":
-        model, sizes = GENEDML_MODEL_DEFAULTS, GENEDML_SIZES
-    elif head == "triplex":
-        model, sizes = TRIPLEX_MODEL_DEFAULTS, TRIPLEX_SIZES
-    else:
-        raise ValueError(head)
-    layers = [
-        *sizes.values(),
-        *(GENEDML_PRESETS.values() if head == "genedml" else ()),
-        *(GENEDML_PRESET_BUDGETS.values() if head == "genedml" else ()),
-        *(GENEDML_VARIANTS.values() if head == "genedml" else ()),
-    ]
-    allowed = set(train_defaults) | set(model) | {k for layer in layers for k in layer}
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        from genedml.heads.base import renamed_hint
-
-        raise ValueError(
-            f"{head}: unknown setting(s) {unknown}; known: {', '.join(sorted(allowed))}{renamed_hint(unknown)}"
-        )
-    out = {**train_defaults, **model}
-    size = params.get("size", model["size"])
-    out.update(_pick(sizes, size, "size", head))
-    if head == "genedml":
-        preset = params.get("preset", model["preset"])
-        out.update(_pick(GENEDML_PRESETS, preset, "preset", head))
-        if size != "small":
-            out.update(GENEDML_PRESET_BUDGETS[preset])
-        out.update(_pick(GENEDML_VARIANTS, params.get("variant", model["variant"]), "variant", head))
-    out.update(params)
-    return out
-
-
 # --- DKAN ----------------------------------------------------------------------------------------
 # Resolved as the others: training defaults < DKAN_MODEL_DEFAULTS < size < variant < the head's own keys.
 # The default (size published, variant full) is DKAN's method at its published size: the public code
@@ -380,20 +344,39 @@ DKAN_VARIANTS = {
 }
 
 
-def resolve_dkan(train_defaults: dict, params: dict) -> dict:
-    """The full settings of a ``dkan`` head from its config section (layers as above)."""
+# --- resolving a head's settings ------------------------------------------------------------------
+# per head: its model defaults and its layer tables in resolution order (after the size); a preset's
+# budget applies only at the paper sizes (see GENEDML_PRESET_BUDGETS)
+LAYERED_HEADS = {
+    "genedml": (GENEDML_MODEL_DEFAULTS, GENEDML_SIZES, {"preset": GENEDML_PRESETS, "variant": GENEDML_VARIANTS}),
+    "triplex": (TRIPLEX_MODEL_DEFAULTS, TRIPLEX_SIZES, {}),
+    "dkan": (DKAN_MODEL_DEFAULTS, DKAN_SIZES, {"variant": DKAN_VARIANTS}),
+}
+
+
+def resolve(head: str, train_defaults: dict, params: dict) -> dict:
+    """The full settings of a ``genedml``, ``triplex`` or ``dkan`` head from its config section: training
+    defaults < model defaults < size < (preset <) variant < the head's own keys (module doc)."""
+    from genedml.heads.base import renamed_hint
+
     params = dict(params or {})
-    layers = [*DKAN_SIZES.values(), *DKAN_VARIANTS.values()]
-    allowed = set(train_defaults) | set(DKAN_MODEL_DEFAULTS) | {k for layer in layers for k in layer}
+    model, sizes, tables = LAYERED_HEADS[head]
+    layers = [*sizes.values(), *(v for t in tables.values() for v in t.values())]
+    if head == "genedml":
+        layers += GENEDML_PRESET_BUDGETS.values()
+    allowed = set(train_defaults) | set(model) | {k for layer in layers for k in layer}
     unknown = sorted(set(params) - allowed)
     if unknown:
-        from genedml.heads.base import renamed_hint
-
         raise ValueError(
-            f"dkan: unknown setting(s) {unknown}; known: {', '.join(sorted(allowed))}{renamed_hint(unknown)}"
+            f"{head}: unknown setting(s) {unknown}; known: {', '.join(sorted(allowed))}{renamed_hint(unknown)}"
         )
-    out = {**train_defaults, **DKAN_MODEL_DEFAULTS}
-    out.update(_pick(DKAN_SIZES, params.get("size", DKAN_MODEL_DEFAULTS["size"]), "size", "dkan"))
-    out.update(_pick(DKAN_VARIANTS, params.get("variant", DKAN_MODEL_DEFAULTS["variant"]), "variant", "dkan"))
+    out = {**train_defaults, **model}
+    size = params.get("size", model["size"])
+    out.update(_pick(sizes, size, "size", head))
+    for what, table in tables.items():
+        name = params.get(what, model[what])
+        out.update(_pick(table, name, what, head))
+        if what == "preset" and size != "small":
+            out.update(GENEDML_PRESET_BUDGETS[name])
     out.update(params)
     return out

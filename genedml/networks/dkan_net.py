@@ -1,6 +1,6 @@
 """DKAN-style network: gene-semantic queries over image and expression features (cached, frozen-encoder).
 
-Settings (``cfg``, resolved by ``genedml.heads.presets.resolve_dkan``; docs/heads.md):
+Settings (``cfg``, resolved by ``genedml.heads.presets.resolve``; docs/heads.md):
 
 - **Gene queries** (knowledge path). One text embedding per gene -> linear to ``dim`` -> a transformer over
   the G gene tokens (``gene_layers``; DKAN's text encoder, depth 3). ``gene_queries: learned`` replaces the
