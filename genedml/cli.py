@@ -233,6 +233,30 @@ def embed(a):
     )
 
 
+def _spot_images_args(s):
+    from genedml.tiles.spot_images import SpotImageSpec
+
+    s.add_argument("--geometry", required=True)
+    s.add_argument("--slide", help="slide path (defaults to the one recorded in the geometry)")
+    s.add_argument("--out", required=True)
+    SpotImageSpec.add_arguments(s)
+
+
+@subcommand(
+    "spot-images",
+    "cache every spot's local crop as uint8 pixels (heads with a trainable image encoder)",
+    _spot_images_args,
+)
+def spot_images(a):
+    from genedml.tiles.geometry import Geometry
+    from genedml.tiles.spot_images import SpotImageSpec, write_spot_images
+
+    geometry = Geometry.load(a.geometry)
+    if a.slide:
+        geometry.slide_path = a.slide
+    write_spot_images(geometry, _spec_from_args(SpotImageSpec, a, geometry.sample), a.out)
+
+
 # ------------------------------------------------------------------------------- genes, targets, folds
 
 
@@ -349,6 +373,9 @@ def _train_args(s):
     s.add_argument("--fold", type=int, required=True)
     s.add_argument("--features", nargs="+", required=True, help="sample=path.zarr ...")
     s.add_argument("--targets", nargs="+", required=True, help="sample=path.h5ad ...")
+    s.add_argument(
+        "--spot-images", nargs="*", default=[], help="sample=path.zarr ... (heads with a trainable image encoder)"
+    )
     s.add_argument("--out-dir", required=True)
     s.add_argument("--threads", type=int, default=None)
 
@@ -359,7 +386,16 @@ def train(a):
     from genedml.heads.train import train_fold
 
     _set_threads(a.threads)
-    train_fold(a.head, a.params, a.folds, a.fold, _sample_paths(a.features), _sample_paths(a.targets), a.out_dir)
+    train_fold(
+        a.head,
+        a.params,
+        a.folds,
+        a.fold,
+        _sample_paths(a.features),
+        _sample_paths(a.targets),
+        a.out_dir,
+        spot_images=_sample_paths(a.spot_images) if a.spot_images else None,
+    )
 
 
 def _predict_args(s):
@@ -369,6 +405,7 @@ def _predict_args(s):
     s.add_argument("--patient", default="")
     s.add_argument("--features", required=True, help="the section's feature store (.zarr)")
     s.add_argument("--reference-features", help="a training section's store: encoder and tiles must match")
+    s.add_argument("--spot-images", help="the section's spot-image store (heads with a trainable image encoder)")
     s.add_argument("--out", required=True, help="output .h5ad")
     s.add_argument("--threads", type=int, default=None)
 
@@ -380,7 +417,14 @@ def predict(a):
 
     _set_threads(a.threads)
     predict_sample(
-        a.head, a.models, a.sample, a.features, a.out, reference_features=a.reference_features, patient=a.patient
+        a.head,
+        a.models,
+        a.sample,
+        a.features,
+        a.out,
+        reference_features=a.reference_features,
+        patient=a.patient,
+        spot_images=a.spot_images,
     )
 
 

@@ -82,6 +82,11 @@ class Head:
             )
         return {**copy.deepcopy(known), **params}
 
+    @classmethod
+    def needs_spot_images(cls, settings: dict) -> bool:
+        """Whether the head with these resolved settings reads the spot images (a trainable image encoder)."""
+        return settings.get("spot_encoder", "frozen") != "frozen"
+
     def fit(self, train: list[Section], val: list[Section]) -> dict:
         """Train; return facts for the log (chosen hyper-parameters, validation scores, timings).
 

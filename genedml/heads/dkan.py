@@ -20,8 +20,8 @@ rows.
 
 Not reproduced (docs/method.md): the paper's gene texts (GPT-4o summaries of NCBI descriptions embedded
 with BioBERT, 1024-d) unless the user supplies them (``gene_semantics.embeddings``: DKAN's published
-embedding files); and the trainable ResNet18 patch branch: the patch level here is the frozen cached
-embedding with a trainable projection.
+embedding files). The patch level is the frozen cached embedding with a trainable projection unless
+``spot_encoder: resnet18``, DKAN's trainable ResNet-18 over the spot image (pooled feature map).
 """
 
 from __future__ import annotations
@@ -30,7 +30,14 @@ import logging
 
 from genedml.heads import presets
 from genedml.heads.base import section_settings
-from genedml.heads.inputs import check_input_norm, fit_input_norm, set_output_bias, training_locals
+from genedml.heads.inputs import (
+    check_input_norm,
+    check_spot_encoder,
+    fit_input_norm,
+    init_spot_encoder,
+    set_output_bias,
+    training_locals,
+)
 from genedml.heads.torch_head import TRAIN_DEFAULTS, Batch, TorchHead
 
 log = logging.getLogger(__name__)
@@ -69,6 +76,7 @@ class DKANHead(TorchHead):
                 "image (variant no_knowledge)"
             )
         check_input_norm(s["input_norm"])
+        check_spot_encoder(s)
         return s
 
     def __init__(self, params: dict, seed: int = 0):
@@ -120,6 +128,8 @@ class DKANHead(TorchHead):
         import torch
 
         fit_input_norm(model.standardize, training_locals(train))
+        if model.spot is not None:
+            self.spot_facts = init_spot_encoder(model.spot, self.params)
         shared, per_gene = model.output_layers()
         for layer in per_gene:
             set_output_bias(layer, train)

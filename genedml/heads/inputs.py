@@ -69,6 +69,23 @@ def training_locals(train: list):
     return torch.cat([st.local for st in train])
 
 
+def check_spot_encoder(settings: dict) -> None:
+    """The trainable spot-image encoder settings (``genedml.networks.spot_encoder``) name a known encoder."""
+    from genedml.networks.spot_encoder import SPOT_ENCODERS
+
+    if settings["spot_encoder"] not in SPOT_ENCODERS:
+        raise ValueError(f"unknown spot_encoder {settings['spot_encoder']!r}: {' | '.join(SPOT_ENCODERS)}")
+    if settings["spot_encoder"] == "frozen" and settings["spot_encoder_weights"]:
+        raise ValueError("spot_encoder_weights is set but spot_encoder is frozen (set spot_encoder: resnet18)")
+
+
+def init_spot_encoder(encoder, settings: dict) -> dict:
+    """Load the spot encoder's weights when a path is set (else it stays random-init); the facts to record."""
+    path = settings["spot_encoder_weights"]
+    digest = encoder.load_weights(path, settings["spot_encoder_sha256"]) if path else "random-init"
+    return {"arch": encoder.arch, "weights": path, "weights_sha256": digest}
+
+
 def check_input_norm(kind: str) -> str:
     """``kind`` if it names an input normalisation (``genedml.networks.input_norm``): layer | standard | none."""
     from genedml.networks.input_norm import INPUT_NORMS

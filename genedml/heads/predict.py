@@ -61,12 +61,22 @@ def check_compatible(new_attrs: dict, reference_attrs: dict, sample: str, path) 
 
 
 def predict_sample(
-    head_name: str, model_dirs: list, sample: str, features_path, out, reference_features=None, patient: str = ""
+    head_name: str,
+    model_dirs: list,
+    sample: str,
+    features_path,
+    out,
+    reference_features=None,
+    patient: str = "",
+    spot_images=None,
 ) -> np.ndarray:
-    """Write ``out`` (.h5ad) with the mean prediction over the fold models; return it."""
+    """Write ``out`` (.h5ad) with the mean prediction over the fold models; return it. ``spot_images``: the
+    section's spot-image store, for heads that train an image encoder on the pixels."""
     import anndata as ad
 
     feats = load_features(features_path, sample)
+    if spot_images is not None:
+        feats = feats.with_spot_images(spot_images)
     if reference_features is not None:
         ref = load_features(reference_features)
         check_compatible(feats.attrs, ref.attrs, sample, features_path)
@@ -74,6 +84,13 @@ def predict_sample(
     preds, folds, genes = [], [], None
     for model_dir in model_dirs:
         head, facts, fold_gene_list = load_fold_model(model_dir)
+        if head.needs_spot_images(head.params) and feats.spot_images is None:
+            raise InputError(
+                f"the {facts['type']} fold model reads spot images (spot_encoder {head.params['spot_encoder']}); "
+                "give the section's spot-image store (--spot-images)",
+                sample,
+                model_dir,
+            )
         if genes is None:
             genes = fold_gene_list
         elif fold_gene_list != genes:

@@ -154,8 +154,14 @@ GENEDML_VARIANTS = {
     "mse-only": {"instance_scales": [], "lambda_ig": 0.0},  # no contrastive term at all
 }
 
+# --- the spot-image branch of TRIPLEX and DKAN -----------------------------------------------------
+# frozen: the spot's cached embedding (the embed stage's encoder); resnet18: a ResNet-18 trained with the head
+# on the spot images (rule spot_images), as both papers do, random-init or from a local state dict
+SPOT_ENCODER_DEFAULTS = {"spot_encoder": "frozen", "spot_encoder_weights": None, "spot_encoder_sha256": None}
+
 # --- TRIPLEX -------------------------------------------------------------------------------------
 TRIPLEX_MODEL_DEFAULTS = {
+    **SPOT_ENCODER_DEFAULTS,
     "size": "small",
     "encoder_dim": None,
     "fusion": "cross",  # cross: TRIPLEX (global token queries local and neighbour tokens) | self: Gene-DML's
@@ -258,6 +264,7 @@ def _pick(table: dict, name, what: str, head: str) -> dict:
 # The default (size published, variant full) is DKAN's method at its published size: the public code
 # (coffeeNtv/DKAN, config/her2st) where the paper is silent. docs/heads.md has the table.
 DKAN_MODEL_DEFAULTS = {
+    **SPOT_ENCODER_DEFAULTS,
     "size": "published",
     "variant": "full",
     "gene_queries": "semantic",  # semantic (text embeddings) | learned (free per-gene vectors: the control)

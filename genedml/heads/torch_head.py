@@ -65,6 +65,7 @@ class SectionTensors:
     array_coords: object = None  # (N, 2) numpy array (row, col) as stored
     spatial: object = None  # (N, 2) numpy pixel centres
     local_views: object = None  # (N, V, D) float32 dihedral views of the local crop (V > 1), or None
+    spot_images: object = None  # (N, px, px, 3) uint8 tensor of the local crops (a trainable image encoder), or None
     _coords: object = None
 
     @property
@@ -103,7 +104,9 @@ class Batch:
     targets: object  # (B, G) or None
     groups: list = field(default_factory=list)  # [(SectionTensors, rows)] in the order of the batch's rows
     views: object = None  # (B,) numpy: the dihedral view of each row (None: the identity, view 0)
+    pixel_views: object = None  # (B,) numpy: each row's dihedral view of its spot image (None: identity)
     _tokens: object = _UNREAD
+    _pixels: object = _UNREAD
 
     @property
     def size(self) -> int:
@@ -116,6 +119,14 @@ class Batch:
         if self._tokens is _UNREAD:
             self._tokens = _stream_tokens(self.groups, self.views, self.local.device)
         return self._tokens
+
+    @property
+    def spot_pixels(self):
+        """(B, 3, px, px) uint8 spot images of the rows in their ``pixel_views`` on the device, or None when
+        the sections carry none (gathered on first use)."""
+        if self._pixels is _UNREAD:
+            self._pixels = _gather_pixels(self.groups, self.pixel_views, self.local.device)
+        return self._pixels
 
 
 def _stream_tokens(groups: list, views, device):
@@ -131,6 +142,23 @@ def _stream_tokens(groups: list, views, device):
         lo += len(rows)
         out.append(torch.from_numpy(st.local_tokens.read(rows, part)))
     return torch.cat(out).to(device).float()
+
+
+def _gather_pixels(groups: list, views, device):
+    """Each group's rows of its section's spot images, channels first, in the rows' dihedral views."""
+    import torch
+
+    from genedml.networks.spot_encoder import dihedral_pixels
+
+    if not groups or any(st.spot_images is None for st, _ in groups):
+        return None
+    parts = [st.spot_images[rows.to(st.spot_images.device)] for st, rows in groups]
+    pixels = torch.cat(parts).to(device, non_blocking=True).permute(0, 3, 1, 2)
+    return dihedral_pixels(pixels, views)
+
+
+# a spot image is drawn in one of the 8 dihedral views (flips and 90-degree rotations) per spot and epoch
+PIXEL_VIEWS = 8
 
 
 def section_tensors(section: Section, device) -> SectionTensors:
@@ -153,6 +181,7 @@ def section_tensors(section: Section, device) -> SectionTensors:
         np.asarray(f.array_coords),
         np.asarray(f.spatial),
         None if views is None else torch.as_tensor(views, dtype=torch.float32, device=device),
+        None if getattr(f, "spot_images", None) is None else torch.as_tensor(f.spot_images).to(device),
     )
 
 
@@ -167,6 +196,9 @@ def make_batch(st: SectionTensors, index, rng: np.random.Generator | None = None
         local = st.local_views[index, torch.as_tensor(views, device=st.local_views.device)]
     else:
         local = st.local[index]
+    pixel_views = None
+    if rng is not None and st.spot_images is not None:
+        pixel_views = rng.integers(PIXEL_VIEWS, size=len(index))
     return Batch(
         st,
         index,
@@ -176,6 +208,7 @@ def make_batch(st: SectionTensors, index, rng: np.random.Generator | None = None
         None if st.targets is None else st.targets[index],
         [(st, index)],
         views,
+        pixel_views,
     )
 
 
@@ -193,9 +226,13 @@ def make_mixed_batch(parts: list, rng: np.random.Generator | None = None) -> Bat
             return None
         return torch.cat(values)
 
-    views = None
-    if any(b.views is not None for b in batches):
-        views = np.concatenate([np.zeros(b.size, np.int64) if b.views is None else b.views for b in batches])
+    def cat_views(attr):
+        if all(getattr(b, attr) is None for b in batches):
+            return None
+        return np.concatenate(
+            [np.zeros(b.size, np.int64) if getattr(b, attr) is None else getattr(b, attr) for b in batches]
+        )
+
     return Batch(
         None,
         None,
@@ -204,7 +241,8 @@ def make_mixed_batch(parts: list, rng: np.random.Generator | None = None) -> Bat
         cat("neighbour_mask"),
         cat("targets"),
         list(parts),
-        views,
+        cat_views("views"),
+        cat_views("pixel_views"),
     )
 
 
@@ -243,6 +281,7 @@ class TorchHead(Head):
         self.model = None
         self.history: list[dict] = []
         self.dims: dict = {}
+        self.spot_facts: dict | None = None  # the trainable spot-image encoder's facts (inputs.init_spot_encoder)
 
     # --- to implement -------------------------------------------------------------------------
     def build_model(self, dims: dict):
@@ -313,8 +352,11 @@ class TorchHead(Head):
 
         self.model.eval()
         out = []
+        size = int(self.params["eval_batch_size"])
+        if self.needs_spot_images(self.params):  # a CNN over the pixels: activations grow with the batch
+            size = min(size, int(self.params["batch_size"]))
         with torch.inference_mode(), self._autocast(st.local.device.type):
-            for batch in self._batches([st], np.random.default_rng(0), False, int(self.params["eval_batch_size"])):
+            for batch in self._batches([st], np.random.default_rng(0), False, size):
                 out.append(self.predict_batch(self.model, batch).float().cpu())
         return torch.cat(out).numpy()
 
@@ -361,7 +403,12 @@ class TorchHead(Head):
         t_start = time.perf_counter()
         best, best_epoch = self._train_epochs(tr, sel, device)
         mean_epoch_s = np.mean([h["train_s"] for h in self.history])
+        extra = {}
+        if self.spot_facts is not None:
+            one = tr[0].spot_images[0]  # uint8: one byte an element
+            extra["spot_encoder"] = {**self.spot_facts, "px": int(one.shape[0]), "bytes_per_spot": int(one.numel())}
         return {
+            **extra,
             "best_epoch": best_epoch,
             "best_selection_pcc": best,
             "epochs_run": len(self.history),

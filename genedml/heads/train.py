@@ -34,11 +34,13 @@ class TrainingError(InputError):
     """Training failed in a way the user must act on (e.g. a non-finite loss); names the head and the fold."""
 
 
-def load_section(sample: str, patient: str, features_path, targets_path=None) -> Section:
-    """Features plus (optionally) targets of one section, aligned on barcodes."""
+def load_section(sample: str, patient: str, features_path, targets_path=None, spot_images_path=None) -> Section:
+    """Features plus (optionally) targets and spot images of one section, aligned on barcodes."""
     import anndata as ad
 
     feats = load_features(features_path, sample)
+    if spot_images_path is not None:
+        feats = feats.with_spot_images(spot_images_path)
     if targets_path is None:
         return Section(sample, patient, feats, None, [])
     tgt = ad.read_h5ad(targets_path)
@@ -76,10 +78,31 @@ def predictions_anndata(section: Section, prediction: np.ndarray, fold: int, hea
     return out
 
 
-def train_fold(head_name: str, head_cfg: dict, folds_path, fold: int, features: dict, targets: dict, out_dir) -> dict:
-    """``features`` / ``targets``: sample -> path. Writes into ``out_dir`` atomically (as one folder)."""
+def train_fold(
+    head_name: str,
+    head_cfg: dict,
+    folds_path,
+    fold: int,
+    features: dict,
+    targets: dict,
+    out_dir,
+    spot_images: dict | None = None,
+) -> dict:
+    """``features`` / ``targets`` / ``spot_images`` (heads with a trainable image encoder): sample -> path.
+    Writes into ``out_dir`` atomically (as one folder)."""
     t0 = time.perf_counter()
-    train, val, test = fold_sections(folds_path, fold, features, targets)
+    cls = head_class(head_cfg.get("type", head_name))
+    settings = cls.settings(head_cfg)
+    if cls.needs_spot_images(settings) and not spot_images:
+        raise InputError(
+            f"head {head_name!r} trains an image encoder on the spot images (spot_encoder "
+            f"{settings.get('spot_encoder')}) but none were given (--spot-images; rule spot_images)",
+            None,
+            folds_path,
+        )
+    if not cls.needs_spot_images(settings):
+        spot_images = None
+    train, val, test = fold_sections(folds_path, fold, features, targets, spot_images)
     t_load = time.perf_counter() - t0
     log.info(
         "fold %d: %d train / %d val / %d test sections, %d genes (loaded in %.1f s)",
@@ -90,8 +113,6 @@ def train_fold(head_name: str, head_cfg: dict, folds_path, fold: int, features: 
         len(train[0].genes),
         t_load,
     )
-    cls = head_class(head_cfg.get("type", head_name))
-    settings = cls.settings(head_cfg)
     head = cls(settings, seed=int(settings["seed"]))
     protocol = settings["protocol"]
     if protocol not in schema.choices("protocol"):
@@ -130,8 +151,11 @@ def train_fold(head_name: str, head_cfg: dict, folds_path, fold: int, features: 
     return facts
 
 
-def fold_sections(folds_path, fold: int, features: dict, targets: dict) -> tuple[list, list, list]:
-    """The fold's (train, val, test) sections with features and targets; every one predicts the same genes."""
+def fold_sections(
+    folds_path, fold: int, features: dict, targets: dict, spot_images: dict | None = None
+) -> tuple[list, list, list]:
+    """The fold's (train, val, test) sections with features and targets (and spot images when given); every
+    one predicts the same genes."""
     folds = read_folds(folds_path)
     plan = folds[folds["fold"] == fold]
     if plan.empty:
@@ -139,7 +163,16 @@ def fold_sections(folds_path, fold: int, features: dict, targets: dict) -> tuple
 
     def sections(split):
         rows = plan[plan["split"] == split]
-        return [load_section(r.sample, r.patient, features[r.sample], targets[r.sample]) for r in rows.itertuples()]
+        return [
+            load_section(
+                r.sample,
+                r.patient,
+                features[r.sample],
+                targets[r.sample],
+                None if spot_images is None else _path_of(spot_images, r.sample, "spot images"),
+            )
+            for r in rows.itertuples()
+        ]
 
     train, val, test = sections("train"), sections("val"), sections("test")
     for s in train + val + test:
@@ -148,6 +181,12 @@ def fold_sections(folds_path, fold: int, features: dict, targets: dict) -> tuple
                 "targets have a different gene list than the training sections", s.sample, targets[s.sample]
             )
     return train, val, test
+
+
+def _path_of(paths: dict, sample: str, what: str):
+    if sample not in paths:
+        raise InputError(f"no {what} given for this sample", sample, None)
+    return paths[sample]
 
 
 def write_fold(out_dir, head, predictions: list, record: dict) -> None:

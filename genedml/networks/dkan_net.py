@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genedml.networks.input_norm import input_norm
+from genedml.networks.pathway import required_pixels, spot_encoder
 
 SCALES = ("local", "neighbour", "global")
 
@@ -191,7 +192,10 @@ class DKAN(nn.Module):
                 self.gene_free = nn.Parameter(torch.randn(n_genes, d) * 0.02)
             self.gene_encoder = transformer_encoder(d, heads, ff_mult, drop, int(cfg["gene_layers"]))
         self.standardize = input_norm(cfg["input_norm"], feat_dim)  # shared by the three scales
-        self.local_proj = nn.Sequential(self.standardize, nn.Linear(feat_dim, d))
+        # spot_encoder resnet18 (DKAN's patch level): a ResNet-18 over the spot image, trained with the head
+        self.spot = spot_encoder(cfg)
+        self.spot_proj = nn.Linear(self.spot.dim, d) if self.spot is not None else None
+        self.local_proj = nn.Sequential(self.standardize, nn.Linear(feat_dim, d)) if self.spot is None else None
         self.neigh_proj = nn.Sequential(self.standardize, nn.Linear(feat_dim, d))
         self.neigh_pos = nn.Parameter(torch.zeros(dims["neighbour_tiles"], d))
         self.global_proj = nn.Sequential(self.standardize, nn.Linear(feat_dim, d))
@@ -242,7 +246,10 @@ class DKAN(nn.Module):
         return torch.cat(out)
 
     def image_tokens(self, batch):
-        local = self.local_proj(batch.local)[:, None] + self.scale_embed[0]
+        if self.spot is not None:
+            local = self.spot_proj(self.spot.pooled(required_pixels(batch)))[:, None] + self.scale_embed[0]
+        else:
+            local = self.local_proj(batch.local)[:, None] + self.scale_embed[0]
         neigh = self.neigh_proj(batch.neighbour) + self.neigh_pos + self.scale_embed[1]
         mask = ~batch.neighbour_mask  # True = padding
         mask = mask & ~mask.all(1, keepdim=True)  # a spot with no tile in the image attends to the zeros

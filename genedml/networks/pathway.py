@@ -29,6 +29,10 @@ class ImagePathway(nn.Module):
         self.register_buffer("in_scale", torch.ones(in_dim))
         # encoder_dim set: one shared linear map of the cached features to a smaller width (CPU sizes)
         self.input_proj = nn.Linear(in_dim, enc) if cfg["encoder_dim"] else nn.Identity()
+        # spot_encoder resnet18 (TRIPLEX): the local tokens are a ResNet-18's feature map over the spot image,
+        # trained with the head; the cached local embeddings still feed the global encoder
+        self.spot = spot_encoder(cfg)
+        self.spot_proj = nn.Linear(self.spot.dim, enc) if self.spot is not None else None
         self.use_tokens = cfg.get("local_input", "auto") in ("auto", "tokens")
         self.require_tokens = cfg.get("local_input", "auto") == "tokens"
         self.neighbour = None
@@ -66,6 +70,8 @@ class ImagePathway(nn.Module):
         return self.input_proj((x - self.in_mean) * self.in_scale)
 
     def local_tokens(self, batch):
+        if self.spot is not None:
+            return self.spot_proj(self.spot.tokens(required_pixels(batch)))  # (B, h * w, E)
         # the batch streams its token maps from the feature store when asked: ask only when they are used
         tokens = getattr(batch, "local_tokens", None) if self.use_tokens else None
         if tokens is not None:
@@ -93,6 +99,23 @@ class ImagePathway(nn.Module):
         if self.global_ is not None:
             parts["global"] = self.global_tokens(batch)
         return parts
+
+
+def spot_encoder(cfg: dict):
+    """The trainable spot-image encoder the settings ask for (``spot_encoder``), or None (frozen)."""
+    kind = cfg.get("spot_encoder", "frozen")
+    if kind == "frozen":
+        return None
+    from genedml.networks.spot_encoder import SpotEncoder
+
+    return SpotEncoder(kind)
+
+
+def required_pixels(batch):
+    pixels = batch.spot_pixels
+    if pixels is None:
+        raise ValueError("spot_encoder resnet18 needs the spot images, but the sections carry none (--spot-images)")
+    return pixels
 
 
 def masked_mean(tokens, mask=None):

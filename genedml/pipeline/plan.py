@@ -108,10 +108,16 @@ class RunPlan:
     def targets_path(sample: str) -> str:
         return f"{RESULTS}/targets/{sample}.h5ad"
 
+    @staticmethod
+    def spot_images_path(sample: str) -> str:
+        """The sample's spot-image store (rule spot_images): one per sample, shared by every encoder and head."""
+        return f"{RESULTS}/spot_images/{sample}.zarr"
+
     def sample_pairs(self, kind: str) -> str:
-        """``sample=path`` for every cross-validation sample (the train step's --features / --targets)."""
-        path = self.features_path if kind == "features" else self.targets_path
-        return " ".join(f"{s}={path(s)}" for s in self.samples)
+        """``sample=path`` for every cross-validation sample (the train step's --features / --targets /
+        --spot-images)."""
+        path = {"features": self.features_path, "targets": self.targets_path, "spot_images": self.spot_images_path}
+        return " ".join(f"{s}={path[kind](s)}" for s in self.samples)
 
     def sheet_value(self, sample: str, column: str) -> str:
         """A sample's value in an optional sample-sheet column ('' when absent)."""
@@ -139,12 +145,37 @@ class RunPlan:
         return f"--mpp {float(mpp)}" if mpp else ""
 
     # --- heads -------------------------------------------------------------------------------------
-    def gene_semantics_file(self, head: str) -> str:
-        """The gene-embedding file a head reads ('' for heads that need none); a head's own setting wins."""
+    def settings(self, head: str) -> dict:
+        """A head's resolved settings (its size, preset and variant applied)."""
+        from genedml.heads import head_class
+
         cfg = self.heads[head]
-        if cfg["type"] not in SEMANTIC_HEAD_TYPES or cfg.get("gene_queries", "semantic") != "semantic":
+        return head_class(cfg["type"]).settings(cfg)
+
+    def gene_semantics_file(self, head: str) -> str:
+        """The gene-embedding file a head reads ('' for heads that need none, decided from its resolved
+        settings: a variant without gene texts needs none); a head's own setting wins."""
+        cfg = self.heads[head]
+        if cfg["type"] not in SEMANTIC_HEAD_TYPES:
             return ""
-        return cfg.get("gene_embeddings") or GENE_SEMANTICS
+        s = self.settings(head)
+        if not s.get("knowledge_path", True) or s["gene_queries"] != "semantic" or s.get("gene_text") != "file":
+            return ""
+        return s.get("gene_embeddings") or GENE_SEMANTICS
+
+    def needs_spot_images(self, head: str) -> bool:
+        """Whether the head trains an image encoder on the spot images (rule spot_images makes them)."""
+        from genedml.heads import head_class
+
+        return head_class(self.heads[head]["type"]).needs_spot_images(self.settings(head))
+
+    def spot_image_inputs(self, head: str, samples=None) -> list[str]:
+        """The spot-image stores a head's jobs read (none for a head with a frozen spot branch)."""
+        return [self.spot_images_path(s) for s in (samples or self.samples)] if self.needs_spot_images(head) else []
+
+    def spot_image_flag(self, head: str) -> str:
+        """The train step's ``--spot-images`` argument for a head ('' when it reads none)."""
+        return f"--spot-images {self.sample_pairs('spot_images')}" if self.needs_spot_images(head) else ""
 
     def head_params(self, head: str) -> str:
         """The head's config as JSON, without ``report`` (how the report shows a head never retrains it)."""

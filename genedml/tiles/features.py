@@ -77,6 +77,8 @@ class SampleFeatures:
     local_tokens: object = None  # token maps (M, T, D) or (M, V, T, D): the lazy Zarr array, never loaded
     token_rows: np.ndarray | None = None  # row of ``local_tokens`` per spot (set by ``subset``); None: 0..N-1
     path: str | None = None  # the store, for error messages
+    # (N, px, px, 3) uint8 local crops (tiles.spot_images), attached for heads with a trainable image encoder
+    spot_images: np.ndarray | None = None
 
     @property
     def n_spots(self) -> int:
@@ -99,7 +101,15 @@ class SampleFeatures:
             self.local_tokens,
             rows,
             self.path,
+            None if self.spot_images is None else self.spot_images[index],
         )
+
+    def with_spot_images(self, path) -> SampleFeatures:
+        """These features with the spot images of the store at ``path`` attached, in the features' spot order."""
+        from genedml.tiles.spot_images import load_spot_images
+
+        self.spot_images = load_spot_images(path, self.sample).aligned(self.barcodes, self.sample)
+        return self
 
     def token_maps(self) -> TokenMaps | None:
         """These spots' token maps as a lazy reader, or None when the store has none."""

@@ -1,4 +1,5 @@
-"""The neural baselines (dkan, bleep, stnet) run per fold through the pipeline beside ridge."""
+"""The neural baselines (dkan, bleep, stnet, triplex with its trainable ResNet-18 on the spot images) run per
+fold through the pipeline."""
 
 import json
 
@@ -16,7 +17,17 @@ HEADS = {
     "stnet": {"type": "stnet", "hidden": 32, **SMALL},
     "bleep": {"type": "bleep", "dim": 32, "k": 10, **SMALL},
     "dkan": {"type": "dkan", "dim": 16, "heads": 2, "clip_dim": 8, "ff_mult": 1, **SMALL},
+    # the only head that reads pixels: rule spot_images runs for it alone
+    "triplex_pixels": {
+        "type": "triplex",
+        "size": "small",
+        "encoder_dim": 16,
+        "spot_encoder": "resnet18",
+        **SMALL,
+        "epochs": 2,
+    },
 }
+SPOT_PX = 64
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +36,7 @@ def run(tmp_path_factory):
     config = tiny_config(work, SAMPLES, heads=HEADS)
     data = yaml.safe_load(config.read_text())
     data["heads"] = HEADS  # replace, not merge, the default heads
+    data["spot_images"] = {"px": SPOT_PX}
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     # one torch thread per job: tiny models, and a busy 2-core machine makes OpenMP threads spin-wait
     snakemake(work, config, "--cores", "2", "--set-threads", "train=1", "--", "results/metrics/summary.tsv")
@@ -69,3 +81,26 @@ def test_changing_heads_or_gene_texts_retrains_only_what_depends_on_them(run):
     plan = planned_jobs(snakemake(work, described, "-n", "results/metrics/summary.tsv"))
     assert plan.get("gene_semantics") == 1 and plan.get("train") == len(SAMPLES)  # dkan's folds only
     assert "embed" not in plan and "targets" not in plan
+
+
+def test_spot_images_are_made_once_per_sample_for_the_pixel_head_only(run):
+    work, config = run
+    for sample, _ in SAMPLES:
+        assert (work / f"results/spot_images/{sample}.zarr").is_dir()
+        assert "spot images" in (work / f"results/logs/spot_images/{sample}.log").read_text()
+    facts = json.loads((work / "results/heads/triplex_pixels/fold0/fold.json").read_text())
+    assert facts["fit"]["spot_encoder"]["px"] == SPOT_PX
+    assert facts["fit"]["spot_encoder"]["weights_sha256"] == "random-init"
+    data = yaml.safe_load(config.read_text())
+    data["spot_images"] = {"px": 32}
+    changed = work / "px.yaml"
+    changed.write_text(yaml.safe_dump(data, sort_keys=False))
+    plan = planned_jobs(snakemake(work, changed, "-n", "results/metrics/summary.tsv"))
+    assert plan.get("spot_images") == len(SAMPLES) and plan.get("train") == len(SAMPLES)  # triplex_pixels only
+    assert "embed" not in plan
+    data = yaml.safe_load(config.read_text())
+    data["run_heads"] = [h for h in HEADS if h != "triplex_pixels"]  # heads merge into config.yaml's
+    frozen = work / "frozen.yaml"
+    frozen.write_text(yaml.safe_dump(data, sort_keys=False))
+    plan = planned_jobs(snakemake(work, frozen, "-n", "--forceall", "results/metrics/summary.tsv"))
+    assert "spot_images" not in plan and plan.get("embed") == len(SAMPLES)

@@ -19,6 +19,7 @@ from genedml.study.genes import GeneSpec
 from genedml.study.targets import TargetSpec
 from genedml.tiles.encoders import EmbedRuntime, EncoderSpec
 from genedml.tiles.geometry import TileSpec
+from genedml.tiles.spot_images import SpotImageSpec
 
 # fills every default the schema declares (the one place defaults and allowed values are written)
 validate(config, schema="../schemas/config.schema.yaml")

@@ -28,3 +28,27 @@ rule embed:
         "genedml embed --geometry {input.geometry} --slide {input.slide} {params.encoder} "
         "--out {output.features} --batch-size {resources.batch_size} --num-workers {resources.loader_workers} "
         "--device {resources.device} --threads {threads} > {log} 2>&1"
+
+
+rule spot_images:
+    """Every spot's local crop as uint8 pixels, once per sample, for heads that train an image encoder on them."""
+    input:
+        geometry="results/tiles/{sample}.npz",
+        slide=lambda wildcards: sample_files(wildcards)["slide"],
+    output:
+        images=directory("results/spot_images/{sample}.zarr"),
+    params:
+        spot_images=RUN.flags(SpotImageSpec),
+    log:
+        "results/logs/spot_images/{sample}.log",
+    benchmark:
+        "results/benchmarks/spot_images/{sample}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/genedml.yaml"
+    shell:
+        "genedml spot-images --geometry {input.geometry} --slide {input.slide} {params.spot_images} "
+        "--out {output.images} > {log} 2>&1"

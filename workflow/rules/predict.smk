@@ -4,10 +4,14 @@ rule predict:
         features=lambda wildcards: RUN.features_path(wildcards.sample),
         models=expand("results/heads/{{head}}/fold{fold}/fold.json", fold=FOLDS),
         reference=RUN.features_path(SAMPLES[0]),
+        spot_images=lambda wildcards: RUN.spot_image_inputs(wildcards.head, [wildcards.sample]),
     output:
         predictions="results/predict/{head}/{sample}.h5ad",
     params:
         models=lambda wildcards, input: " ".join(os.path.dirname(p) for p in input.models),
+        spot_images=lambda wildcards, input: (
+            f"--spot-images {' '.join(input.spot_images)}" if input.spot_images else ""
+        ),
     wildcard_constraints:
         sample="|".join(re.escape(s) for s in PREDICT_SAMPLES) or "(?!)",  # none configured: matches nothing
     log:
@@ -22,5 +26,6 @@ rule predict:
         "../../envs/genedml.yaml"
     shell:
         "genedml predict --head {wildcards.head} --models {params.models} --sample {wildcards.sample} "
-        "--features {input.features} --reference-features {input.reference} --out {output.predictions} "
+        "--features {input.features} --reference-features {input.reference} {params.spot_images} "
+        "--out {output.predictions} "
         "--threads {threads} > {log} 2>&1"

@@ -5,6 +5,8 @@ rule train:
         features=[RUN.features_path(s) for s in SAMPLES],
         targets=[RUN.targets_path(s) for s in SAMPLES],
         gene_semantics=lambda wildcards: RUN.gene_semantics_file(wildcards.head) or [],
+        # only for a head that trains an image encoder on the pixels (spot_encoder resnet18)
+        spot_images=lambda wildcards: RUN.spot_image_inputs(wildcards.head),
     output:
         predictions="results/heads/{head}/fold{fold}/predictions.h5ad",
         facts="results/heads/{head}/fold{fold}/fold.json",
@@ -13,6 +15,7 @@ rule train:
         head=lambda wildcards: RUN.head_params(wildcards.head),
         features=RUN.sample_pairs("features"),
         targets=RUN.sample_pairs("targets"),
+        spot_images=lambda wildcards: RUN.spot_image_flag(wildcards.head),
         out_dir=lambda wildcards, output: os.path.dirname(output.predictions),
     log:
         "results/logs/train/{head}/fold{fold}.log",
@@ -27,5 +30,5 @@ rule train:
         "../../envs/genedml.yaml"
     shell:
         "genedml train --head {wildcards.head} --params {params.head:q} --folds {input.folds} "
-        "--fold {wildcards.fold} --features {params.features} --targets {params.targets} "
+        "--fold {wildcards.fold} --features {params.features} --targets {params.targets} {params.spot_images} "
         "--out-dir {params.out_dir} --threads {threads} > {log} 2>&1"

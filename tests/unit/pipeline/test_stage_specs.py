@@ -23,9 +23,11 @@ from genedml.study.genes import GeneSpec
 from genedml.study.targets import TargetSpec
 from genedml.tiles.encoders import EmbedRuntime, EncoderSpec
 from genedml.tiles.geometry import TileSpec
+from genedml.tiles.spot_images import SpotImageSpec
 from support.workflow import REPO
 
 SPECS = [
+    SpotImageSpec,
     DemoSpec,
     ImportSpec,
     TileSpec,
