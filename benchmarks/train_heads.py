@@ -7,7 +7,12 @@ loaded once), fits each head on the fold (model selection on the fold's validati
 pipeline), and prints per head: fit seconds, epochs, seconds per epoch per 1,000 training spots, peak
 GPU memory, PCC(A) and MSE on the test sections; then every head's fit time as a ratio of the first's.
 Timings on a shared machine swing: compare the ratios, measured in the same process. ``--params`` takes a
-JSON object per head name to override settings, e.g. ``--params '{"genedml": {"size": "her2st"}}'``.
+JSON object per head name to override settings, e.g. ``--params '{"genedml": {"size": "her2st"}}'``; a head
+name that is not a type takes its type from there. ``--spot-images DIR`` (the run's ``spot_images/``) attaches
+the spot images, for heads with ``spot_encoder: resnet18``: the trainable ResNet-18 against the frozen branch
+
+    python benchmarks/train_heads.py --results results --fold 3 --spot-images results/spot_images \
+        --heads triplex triplex_px --params '{"triplex_px": {"type": "triplex", "spot_encoder": "resnet18"}}'
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ def main(argv=None):
     ap.add_argument("--heads", nargs="+", default=["ridge", "genedml"])
     ap.add_argument("--params", type=json.loads, default={})
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--spot-images", type=Path, help="the run's spot_images/ folder (heads with a ResNet on pixels)")
     ap.add_argument("--out", type=Path, help="write the table as TSV here")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -54,7 +60,13 @@ def main(argv=None):
     t0 = time.perf_counter()
     split = {
         k: [
-            load_section(r.sample, r.patient, store / f"{r.sample}.zarr", a.results / f"targets/{r.sample}.h5ad")
+            load_section(
+                r.sample,
+                r.patient,
+                store / f"{r.sample}.zarr",
+                a.results / f"targets/{r.sample}.h5ad",
+                a.spot_images / f"{r.sample}.zarr" if a.spot_images else None,
+            )
             for r in plan[plan["split"] == k].itertuples()
         ]
         for k in ("train", "val", "test")
@@ -84,7 +96,11 @@ def main(argv=None):
                 "fit_s": round(fit_s, 1),
                 "epochs": facts.get("epochs_run"),
                 "best_epoch": facts.get("best_epoch"),
+                "s_per_epoch": round(float(np.mean([h["train_s"] for h in head.history])), 2)
+                if getattr(head, "history", None)
+                else None,
                 "s_per_epoch_per_1k_spots": facts.get("s_per_epoch_per_1k_spots"),
+                "pixel_bytes_per_spot": (facts.get("spot_encoder") or {}).get("bytes_per_spot"),
                 "n_params": facts.get("n_params"),
                 "peak_gpu_mem_mb": facts.get("peak_gpu_mem_mb"),
                 "val_pcc": round(float(facts.get("best_selection_pcc", facts.get("val_pcc", np.nan)) or np.nan), 4),

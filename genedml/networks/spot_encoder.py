@@ -67,7 +67,7 @@ class SpotEncoder(nn.Module):
             raise ValueError(
                 f"spot_encoder_weights {path}: SHA-256 is {digest}, spot_encoder_sha256 is {expected_sha256}"
             )
-        state = {k: v for k, v in load_state_dict_file(path).items() if not k.startswith("fc.")}
+        state = backbone_state(load_state_dict_file(path), path)
         own = self.net.state_dict()
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
@@ -81,6 +81,25 @@ class SpotEncoder(nn.Module):
         self.net.load_state_dict(state, strict=True)
         log.info("spot encoder %s: weights %s (SHA-256 %s)", self.arch, path, digest)
         return digest
+
+
+def backbone_state(state: dict, path) -> dict:
+    """The ResNet backbone's tensors of a checkpoint, keyed as timm's / torchvision's ``resnet18``.
+
+    Checkpoints of a ResNet inside a larger model prefix its keys (Ciga et al.'s self-supervised
+    histopathology ResNet-18, ``tenpercent_resnet18.ckpt``, which TRIPLEX's and DKAN's code load, keeps it
+    under a Lightning module): the prefix is the one in front of the stem convolution ``conv1.weight``, and
+    keys outside it (a projection head) are left out with a log line. The classifier ``fc.*`` is dropped.
+    """
+    stems = [k for k in state if k.endswith("conv1.weight") and getattr(state[k], "ndim", 0) == 4 and "layer" not in k]
+    if not stems:
+        raise ValueError(f"spot_encoder_weights {path}: no ResNet stem (conv1.weight) among {len(state)} tensors")
+    prefix = min(stems, key=len)[: -len("conv1.weight")]
+    inside = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    left_out = len(state) - len(inside)
+    if left_out:
+        log.info("spot_encoder_weights %s: %d tensors outside the backbone %r left out", path, left_out, prefix)
+    return {k: v for k, v in inside.items() if not k.startswith("fc.")}
 
 
 def dihedral_pixels(pixels, views):

@@ -20,7 +20,7 @@ see its comment). ``genedml plan-cost --configfile ...`` prints it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -58,6 +58,8 @@ class PlanCost:
     precision: str
     n_folds: int | None
     heads: list[str]
+    pixel_heads: list[str] = field(default_factory=list)  # heads that read the spot images
+    spot_px: int = 0  # spot_images.px (the schema's default when the config sets none)
 
     @property
     def spots(self) -> int:
@@ -93,6 +95,13 @@ class PlanCost:
             lines.append(
                 f"  feature stores: about {self.spots * per_spot / 1e9:,.1f} GB = spots x {per_spot / 1e3:,.0f} KB "
                 "(float16, before compression, which gains little on embeddings)"
+            )
+        if self.pixel_heads:
+            raw = self.spot_px * self.spot_px * 3
+            lines.append(
+                f"  spot images ({', '.join(self.pixel_heads)}: spot_encoder resnet18): about "
+                f"{self.spots * raw / 1e9:,.1f} GB = spots x {raw / 1e3:,.0f} KB (uint8 at {self.spot_px} px, before "
+                "compression; ~0.7 of it on disk on H&E; a train job holds its fold's sections in memory)"
             )
         if self.train_jobs is not None:
             lines.append(
@@ -214,7 +223,8 @@ def plan_cost(config: dict, tiles_per_second: float = DEFAULT_TILES_PER_SECOND, 
         n_folds = int(plan_folds(sheet, FoldSpec.from_config(config["folds"]), config["dataset"])["fold"].nunique())
     except InputError:
         n_folds = None
-    heads = list(select_heads(config["heads"], config["run_heads"]))
+    chosen = select_heads(config["heads"], config["run_heads"])
+    heads = list(chosen)
     return PlanCost(
         name=name,
         dataset=config["dataset"],
@@ -227,4 +237,13 @@ def plan_cost(config: dict, tiles_per_second: float = DEFAULT_TILES_PER_SECOND, 
         precision=config["encoder"]["precision"],
         n_folds=n_folds,
         heads=heads,
+        pixel_heads=[h for h, cfg in chosen.items() if _reads_pixels(cfg)],
+        spot_px=int(config["spot_images"]["px"]),
     )
+
+
+def _reads_pixels(cfg: dict) -> bool:
+    from genedml.heads import head_class
+
+    cls = head_class(cfg["type"])
+    return cls.needs_spot_images(cls.settings(cfg))

@@ -173,6 +173,11 @@ class RunPlan:
         """The spot-image stores a head's jobs read (none for a head with a frozen spot branch)."""
         return [self.spot_images_path(s) for s in (samples or self.samples)] if self.needs_spot_images(head) else []
 
+    def spot_encoder_weights(self, head: str) -> list[str]:
+        """The spot encoder's weights file of a head, as a rule input (replacing it in place retrains)."""
+        path = self.settings(head).get("spot_encoder_weights") if self.needs_spot_images(head) else None
+        return [path] if path else []
+
     def spot_image_flag(self, head: str) -> str:
         """The train step's ``--spot-images`` argument for a head ('' when it reads none)."""
         return f"--spot-images {self.sample_pairs('spot_images')}" if self.needs_spot_images(head) else ""

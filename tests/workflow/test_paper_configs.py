@@ -84,11 +84,22 @@ def paper_run(request, tmp_path_factory):
             (hest / kind / f"{i}{suffix}").touch()
     weights = root / "uni_pytorch_model.bin"  # placeholder: the embed rule lists the weights as an input
     weights.touch()
+    resnet = root / "tenpercent_resnet18.ckpt"  # placeholder: so do the pixel heads' train jobs
+    resnet.touch()
     work = root / "work"
     work.mkdir()
     shutil.copy(REPO / "config.yaml", work / "config.yaml")
     local = root / "local.yaml"
-    local.write_text(yaml.safe_dump({"data": {"hest_dir": str(hest)}, "encoder": {"weights": str(weights)}}))
+    spot = {"spot_encoder_weights": str(resnet)}
+    local.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"hest_dir": str(hest)},
+                "encoder": {"weights": str(weights)},
+                "heads": {"paper-triplex": spot, "paper-dkan": spot},
+            }
+        )
+    )
     return dataset, work, local, ids
 
 
@@ -105,6 +116,7 @@ def test_paper_config_plan(paper_run):
     heads = run_heads(config)
     assert len(heads) == 5, heads  # Gene-DML and the four baselines
     assert jobs["tile"] == jobs["embed"] == jobs["targets"] == jobs["thumbnail"] == n
+    assert jobs["spot_images"] == n  # once per section, for the TRIPLEX and DKAN ResNet-18
     assert jobs["train"] == N_FOLDS[dataset] * len(heads)
     assert jobs["evaluate"] == len(heads)
     assert jobs["select_genes"] == jobs["folds"] == jobs["report_markdown"] == 1
@@ -148,6 +160,9 @@ def test_paper_heads_resolve_to_the_published_settings(dataset):
     s = head_class(cfg["type"]).settings(cfg)
     assert (s["k"], s["epochs"], s["patience"]) == (PAPER_K[dataset], 200, 20)
     assert (s["lambda_ig"], s["tau_ig"], s["variant"]) == (0.8, 0.07, "full")
+    for baseline in ("paper-triplex", "paper-dkan"):  # the papers train a ResNet-18 on the spot image
+        b = head_class(config["heads"][baseline]["type"]).settings(config["heads"][baseline])
+        assert b["spot_encoder"] == "resnet18" and b["spot_encoder_weights"].endswith("tenpercent_resnet18.ckpt")
     assert config["protocol"] == "reference"
     assert config["encoder"] == {**config["encoder"], "name": "uni", "precision": "fp32", "allow_random_init": False}
     assert config["tiles"] == {"tile_px": 224, "target_mpp": "native", "grid": 5}
@@ -182,3 +197,11 @@ def test_ablation_overlay_plan(paper_run):
     assert jobs["embed"] == jobs["tile"] == len(ids)
     assert jobs["train"] == N_FOLDS[dataset] * len(heads)
     assert jobs["evaluate"] == len(heads)
+
+
+def test_baselines_overlay_runs_only_the_baseline_rows(paper_run):
+    """The baselines overlay runs TRIPLEX, ST-Net, BLEEP and DKAN on the dataset's folds, nothing of Gene-DML."""
+    dataset, work, local, ids = paper_run
+    jobs, text = dry_run(work, paper_config(dataset), PAPER / "baselines.yaml", local)
+    assert jobs["train"] == N_FOLDS[dataset] * 4 and jobs["evaluate"] == 4
+    assert "paper-genedml" not in text and jobs["spot_images"] == len(ids)

@@ -7,6 +7,7 @@ rule train:
         gene_semantics=lambda wildcards: RUN.gene_semantics_file(wildcards.head) or [],
         # only for a head that trains an image encoder on the pixels (spot_encoder resnet18)
         spot_images=lambda wildcards: RUN.spot_image_inputs(wildcards.head),
+        spot_weights=lambda wildcards: RUN.spot_encoder_weights(wildcards.head),
     output:
         predictions="results/heads/{head}/fold{fold}/predictions.h5ad",
         facts="results/heads/{head}/fold{fold}/fold.json",

@@ -73,9 +73,15 @@ def test_weights_load_strictly_with_checksum_and_a_wrong_file_is_refused(tmp_pat
     assert len(digest) == 64
     with pytest.raises(ValueError, match="SHA-256"):
         target.load_weights(path, "0" * 64)
-    torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "other.pt")
+    # a ResNet inside a larger model (e.g. a Lightning checkpoint with a projection head): the backbone is found
+    wrapped = {f"model.resnet.{k}": v + 1 for k, v in source.net.state_dict().items()}
+    torch.save({"state_dict": {**wrapped, "model.head.weight": torch.zeros(4, 4)}}, tmp_path / "wrapped.ckpt")
+    target.load_weights(tmp_path / "wrapped.ckpt")
+    assert torch.equal(target.net.conv1.weight, source.net.conv1.weight + 1)
+    torch.save({"conv1.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a resnet18"):
         target.load_weights(tmp_path / "other.pt")
+    assert torch.equal(target.net.conv1.weight, source.net.conv1.weight + 1)  # a refused file changed nothing
 
 
 @pytest.mark.parametrize("kind", ["triplex", "dkan"])

@@ -52,6 +52,9 @@ def test_paper_config_cost_before_any_download(dataset, n_samples, n_folds):
     assert cost.train_jobs == n_folds * 5
     text = cost.format()
     assert f"{cost.calls:,}" in text and "200 tiles/s" in text and "assumption" in text
+    # TRIPLEX and DKAN train a ResNet-18 on the 224 px spot images: 150,528 bytes a spot, before compression
+    assert cost.pixel_heads == ["paper-triplex", "paper-dkan"] and cost.spot_px == 224
+    assert f"{spots.sum() * 224 * 224 * 3 / 1e9:,.1f} GB" in text
 
 
 def test_spots_come_from_the_st_file_when_it_is_readable(tmp_path):
