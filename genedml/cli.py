@@ -136,6 +136,39 @@ def import_st(a):
     )
 
 
+def _import_spaceranger_args(s):
+    from genedml.io.spaceranger import SpaceRangerSpec
+
+    s.add_argument("--sample", required=True, help="name of the sample in the output")
+    s.add_argument("--outs", required=True, help="the outs/ folder of `spaceranger count`")
+    s.add_argument("--image", required=True, help="the full-resolution H&E image given to Space Ranger")
+    s.add_argument("--out-dir", required=True, help="HEST-layout folder to write wsis/, st/, metadata/ into")
+    s.add_argument("--patient", default="")
+    s.add_argument("--dataset", default="")
+    s.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    SpaceRangerSpec.add_arguments(s)
+
+
+@subcommand(
+    "import-spaceranger",
+    "convert a Space Ranger Visium sample (outs/ + image) to the HEST layout",
+    _import_spaceranger_args,
+)
+def import_spaceranger(a):
+    from genedml.io.spaceranger import SpaceRangerFiles, SpaceRangerSpec
+    from genedml.io.spaceranger import import_spaceranger as convert
+
+    convert(
+        SpaceRangerFiles.find(a.outs, a.image, a.sample),
+        a.out_dir,
+        a.sample,
+        _spec_from_args(SpaceRangerSpec, a, a.sample),
+        patient=a.patient,
+        dataset=a.dataset,
+        overwrite=a.overwrite,
+    )
+
+
 def _sample_sheet_args(s):
     s.add_argument("--dataset", required=True)
     s.add_argument("--samples", nargs="*", help="HEST ids or section names (default: all found in --data-dir)")
@@ -170,6 +203,7 @@ def sample_sheet(a):
 
 
 def _tile_args(s):
+    from genedml.io.hest import SpotFilterSpec
     from genedml.tiles.geometry import TileSpec
 
     s.add_argument("--sample", required=True)
@@ -179,11 +213,12 @@ def _tile_args(s):
     s.add_argument("--metadata")
     s.add_argument("--out", required=True)
     TileSpec.add_arguments(s)
+    SpotFilterSpec.add_arguments(s)
 
 
 @subcommand("tile", "spot geometry: local crops and neighbour tiles on the slide", _tile_args)
 def tile(a):
-    from genedml.io.hest import SamplePaths
+    from genedml.io.hest import SamplePaths, SpotFilterSpec
     from genedml.tiles.geometry import TileSpec, tile_sample
 
     paths = (
@@ -191,7 +226,7 @@ def tile(a):
         if a.slide
         else SamplePaths.in_hest_dir(a.hest_dir, a.sample)
     )
-    g = tile_sample(paths, _spec_from_args(TileSpec, a, a.sample), a.out)
+    g = tile_sample(paths, _spec_from_args(TileSpec, a, a.sample), a.out, _spec_from_args(SpotFilterSpec, a, a.sample))
     log.info(
         "%s: %d spots, slide %.4f µm/px (%s), scale %.3f level-0 px per tile px, %d of %d neighbour tiles in image",
         a.sample,
@@ -261,22 +296,25 @@ def spot_images(a):
 
 
 def _genes_args(s):
+    from genedml.io.hest import SpotFilterSpec
     from genedml.study.genes import GeneSpec
 
     s.add_argument("--st", nargs="+", required=True)
     s.add_argument("--samples", nargs="*")
     s.add_argument("--out", required=True)
     GeneSpec.add_arguments(s)
+    SpotFilterSpec.add_arguments(s)
 
 
 @subcommand("genes", "choose the genes to predict", _genes_args)
 def genes(a):
     from genedml.atomic import write_tsv
+    from genedml.io.hest import SpotFilterSpec
     from genedml.study.genes import GeneSpec, select_genes
 
     spec = _spec_from_args(GeneSpec, a)
     st = dict(zip(a.samples, a.st)) if a.samples else {Path(p).stem: p for p in a.st}
-    chosen, table = select_genes(st, spec)
+    chosen, table = select_genes(st, spec, _spec_from_args(SpotFilterSpec, a))
     write_tsv(a.out, table)
     log.info(
         "%d genes chosen (%s) from %d samples",
@@ -287,6 +325,7 @@ def genes(a):
 
 
 def _targets_args(s):
+    from genedml.io.hest import SpotFilterSpec
     from genedml.study.targets import TargetSpec
 
     s.add_argument("--sample", required=True)
@@ -294,17 +333,19 @@ def _targets_args(s):
     s.add_argument("--genes", required=True)
     s.add_argument("--out", required=True)
     TargetSpec.add_arguments(s)
+    SpotFilterSpec.add_arguments(s)
 
 
 @subcommand("targets", "regression targets of one sample", _targets_args)
 def targets(a):
     import pandas as pd
 
+    from genedml.io.hest import SpotFilterSpec
     from genedml.study.targets import TargetSpec, build_sample_targets
 
     spec = _spec_from_args(TargetSpec, a, a.sample)
     chosen = pd.read_csv(a.genes, sep="\t")["gene"].tolist()
-    build_sample_targets(a.st, a.sample, chosen, spec, a.out)
+    build_sample_targets(a.st, a.sample, chosen, spec, a.out, spots=_spec_from_args(SpotFilterSpec, a, a.sample))
     log.info("%s: %s targets (neighbours %s) for %d genes", a.sample, spec.recipe, spec.neighbours, len(chosen))
 
 

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from genedml.errors import InputError
+from genedml.pipeline.spec import StageSpec
+
+log = logging.getLogger(__name__)
 
 SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".btf")
+# µm/px an H&E scan can have (40x ~0.25, 20x ~0.5, legacy ST images ~1); slide tags outside it are not trusted
+PLAUSIBLE_MPP = (0.1, 2.0)
+# tags and metadata further apart than this are reported (HEST's TIFFs carry tags 10x off, HEST issue #106)
+MPP_DISAGREEMENT = 0.10
 
 
 @dataclass(frozen=True)
@@ -86,15 +95,39 @@ def metadata_mpp(meta: dict) -> float | None:
 
 
 def resolve_mpp(meta: dict, slide, sample: str, slide_path) -> tuple[float, str]:
-    """Pixel size of level 0 and where it came from; fails clearly when nothing states it."""
+    """Pixel size of level 0 and where it came from: the metadata's, else the slide's resolution tags when
+    they are plausible for H&E; fails clearly when nothing usable states it.
+
+    The two are compared when both exist: HEST's pyramidal TIFFs write pixels per cm where pixels per mm are
+    meant, so OpenSlide reports a tenth of the real µm/px (0.069 for 0.69). A disagreement of more than 10% is
+    logged as a warning naming both values and the one used (the metadata's)."""
     from genedml.io.slide import tiff_mpp
 
-    mpp = metadata_mpp(meta)
-    if mpp is not None:
-        return mpp, "metadata"
-    mpp = tiff_mpp(slide)
-    if mpp is not None:
-        return mpp, "slide tags"
+    stated, tags = metadata_mpp(meta), tiff_mpp(slide)
+    if stated is not None:
+        if tags is not None and abs(tags - stated) > MPP_DISAGREEMENT * stated:
+            log.warning(
+                "%s: the slide's resolution tags say %.4g µm/px but the metadata says %.4g µm/px (%.1fx); using "
+                "the metadata's (%s). HEST's TIFFs carry tags 10x off; if the metadata is wrong, fix "
+                "pixel_size_um_estimated in it",
+                sample,
+                tags,
+                stated,
+                tags / stated,
+                slide_path,
+            )
+        return stated, "metadata"
+    if tags is not None:
+        lo, hi = PLAUSIBLE_MPP
+        if not lo <= tags <= hi:
+            raise InputError(
+                f"the metadata states no pixel size and the slide's resolution tags say {tags:.4g} µm/px, which "
+                f"is not plausible for H&E ({lo}-{hi} µm/px; HEST's TIFFs carry tags 10x off). Set "
+                f'"pixel_size_um_estimated" (µm per level-0 pixel) in metadata/{sample}.json',
+                sample,
+                slide_path,
+            )
+        return tags, "slide tags"
     raise InputError(
         "no pixel size: metadata has no pixel_size_um_estimated and the slide has no resolution tags "
         "(set it in metadata/{id}.json)",
@@ -132,6 +165,44 @@ def load_st(path: str | os.PathLike, sample: str, require_counts: bool = True):
     return adata
 
 
+@dataclass(frozen=True)
+class SpotFilterSpec(StageSpec):
+    """Which spots of a section take part (config ``data.in_tissue``): the same for the tile, gene, target and
+    prediction stages, so that features and targets always hold the same spots."""
+
+    section: ClassVar[str] = "data"
+    keys: ClassVar[tuple[str, ...]] = ("in_tissue",)
+
+    in_tissue: str  # only | all
+
+
+def tissue_spots(adata, spots: SpotFilterSpec, sample: str, path):
+    """The spots ``spots`` keeps: with ``in_tissue: only`` those whose ``obs['in_tissue']`` is not 0 (all spots
+    when the column is absent). Logs how many were left out; none left is an input error."""
+    if spots.in_tissue == "all" or "in_tissue" not in adata.obs:
+        return adata
+    flag = adata.obs["in_tissue"].to_numpy()
+    try:
+        keep = flag.astype(float) != 0
+    except (TypeError, ValueError):
+        raise InputError(f"obs['in_tissue'] must be 0/1, found values like {flag[:3].tolist()}", sample, path) from None
+    if not keep.any():
+        raise InputError(
+            f"all {len(keep)} spots have in_tissue 0 (outside the tissue); set data.in_tissue: all to use them",
+            sample,
+            path,
+        )
+    if not keep.all():
+        log.info(
+            "%s: %d of %d spots are outside the tissue (in_tissue 0) and left out (data.in_tissue: only)",
+            sample,
+            int((~keep).sum()),
+            len(keep),
+        )
+        return adata[keep].copy()
+    return adata
+
+
 def check_raw_counts(matrix, sample: str, path) -> None:
     import scipy.sparse as sp
 
@@ -149,12 +220,13 @@ def check_raw_counts(matrix, sample: str, path) -> None:
 
 
 def array_coords(adata) -> np.ndarray:
-    """(N, 2) integer (row, col) grid positions: ``array_row/array_col``, else parsed ``"{x}x{y}"`` ids."""
+    """(N, 2) integer (row, col) grid positions: ``array_row/array_col``, else parsed ``"{x}x{y}"`` ids with
+    HEST's convention for legacy ST (its converter writes the id's ``x`` as ``array_row``, ``y`` as ``array_col``)."""
     obs = adata.obs
     if "array_row" in obs and "array_col" in obs:
         return np.stack([obs["array_row"].to_numpy(), obs["array_col"].to_numpy()], 1).astype(np.int32)
     try:
         xy = np.array([[float(v) for v in str(b).split("x")] for b in adata.obs_names])
-        return np.stack([xy[:, 1], xy[:, 0]], 1).round().astype(np.int32)
+        return np.stack([xy[:, 0], xy[:, 1]], 1).round().astype(np.int32)
     except ValueError:
         return np.full((adata.n_obs, 2), -1, dtype=np.int32)

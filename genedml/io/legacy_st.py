@@ -8,8 +8,9 @@ Input (the legacy ST release of the HER2ST / cSCC data, docs/data.md):
 - ``ST-imgs/{patient}/{section}/*.jpg``: the full-resolution H&E image (no resolution tag).
 
 Output, as HEST ships a sample: ``wsis/{sample}.tif`` (pyramidal JPEG-tiled TIFF with the µm/px in its
-resolution tags), ``st/{sample}.h5ad`` (X = raw integer counts, obs index = ``"{x}x{y}"``, ``array_row`` = y,
-``array_col`` = x, ``obsm['spatial']`` = (pixel_x, pixel_y)) and ``metadata/{sample}.json``.
+resolution tags), ``st/{sample}.h5ad`` (X = raw integer counts, obs index = ``"{x}x{y}"``, ``array_row`` = x and
+``array_col`` = y as HEST's own converter writes them for legacy ST (Visium ids: the reverse, so the column
+is the doubled axis), ``obsm['spatial']`` = (pixel_x, pixel_y)) and ``metadata/{sample}.json``.
 
 The pixel size comes from the caller (config) or is estimated from the spot pitch: an affine fit of the
 pixel centres on the array coordinates gives pixels per grid step, and the grid step in µm is known
@@ -256,7 +257,7 @@ def import_section(
     image = read_image(files.image, sample)
     check_spots_inside(pixel, common, image.shape[1::-1], sample, files.spots, image=files.image)
     mpp_value, source, fit = _pixel_size(spots[["x", "y"]].to_numpy(float), pixel, spec.technology, mpp, files, sample)
-    adata = _section_anndata(common, genes, counts, spots, pixel)
+    adata = _section_anndata(common, genes, counts, spots, pixel, spec.technology)
     meta = {
         "id": sample,
         "subseries": files.section,
@@ -379,15 +380,20 @@ def _technology_facts(technology: str) -> dict:
     return {"st_technology": tech["name"], "inter_spot_dist": tech["pitch"], "spot_diameter": tech["spot_diameter"]}
 
 
-def _section_anndata(barcodes, genes, counts, spots, pixel):
-    """Raw counts with HEST's obs columns and ``obsm['spatial']`` (level-0 px)."""
+def _section_anndata(barcodes, genes, counts, spots, pixel, technology: str):
+    """Raw counts with HEST's obs columns and ``obsm['spatial']`` (level-0 px). Legacy ST: HEST's converter
+    writes the id's x as ``array_row`` and y as ``array_col``, and so does this (sources ``hest`` and
+    ``legacy_st`` then agree). Visium ids keep x, the axis that steps by 2 along a row, as ``array_col``, the
+    Visium convention the hexagonal neighbours read."""
     import anndata as ad
+
+    row, col = ("x", "y") if technology == "st" else ("y", "x")
 
     obs = pd.DataFrame(
         {
             "in_tissue": 1,
-            "array_row": spots["y"].to_numpy(np.int32),
-            "array_col": spots["x"].to_numpy(np.int32),
+            "array_row": spots[row].to_numpy(np.int32),
+            "array_col": spots[col].to_numpy(np.int32),
             "pxl_col_in_fullres": pixel[:, 0],
             "pxl_row_in_fullres": pixel[:, 1],
         },

@@ -170,4 +170,29 @@ def run_sheet(samples, dataset: str | None, source: str, folder: str | None) -> 
         path = None
     if source in ("hest", "legacy_st"):
         check_sheet_files(sheet, source, folder)
+    if source == "spaceranger":
+        check_spaceranger_sheet(sheet, path)
     return sheet, path
+
+
+def check_spaceranger_sheet(sheet: pd.DataFrame, path) -> None:
+    """Fail before anything runs when a Space Ranger sample lacks its outs/ folder or its image."""
+    missing = [c for c in ("spaceranger", "image") if c not in sheet.columns]
+    if missing:
+        raise InputError(
+            f"data.source spaceranger needs sample-sheet column(s) {', '.join(missing)} (the outs/ folder of "
+            "`spaceranger count` and the full-resolution image of each sample)",
+            None,
+            path,
+        )
+    problems = [
+        f"{row.sample}: {what} {value or '(empty)'}"
+        for row in sheet.itertuples()
+        for what, value, ok in (
+            ("outs/ folder", row.spaceranger, row.spaceranger and Path(row.spaceranger).is_dir()),
+            ("image", row.image, row.image and Path(row.image).is_file()),
+        )
+        if not ok
+    ]
+    if problems:
+        raise InputError(f"Space Ranger files not found: {'; '.join(problems)}", None, path)

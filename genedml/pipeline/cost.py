@@ -199,7 +199,7 @@ def registry_spots(dataset: str | None, sample: str) -> int | None:
 def plan_cost(config: dict, tiles_per_second: float = DEFAULT_TILES_PER_SECOND, name: str = "config") -> PlanCost:
     """The embed step's encoder calls and GPU time for a config (defaults filled in), and its train jobs."""
     from genedml.io.hest import SamplePaths
-    from genedml.pipeline.plan import DEMO_DIR, IMPORT_DIR, select_heads
+    from genedml.pipeline.plan import CONVERTED, select_heads
     from genedml.study.folds import FoldSpec, plan_folds
 
     if tiles_per_second <= 0:
@@ -208,7 +208,7 @@ def plan_cost(config: dict, tiles_per_second: float = DEFAULT_TILES_PER_SECOND, 
     per_spot = calls_per_spot(config)
     source = config["data"]["source"]
     # where the st files are (or will be): the demo's and the legacy import's outputs, or the HEST-1k folder
-    hest_dir = {"demo": DEMO_DIR, "legacy_st": IMPORT_DIR}.get(source, config["data"].get("hest_dir"))
+    hest_dir = CONVERTED.get(source, config["data"].get("hest_dir"))
     rows = []
     for r in sheet.itertuples(index=False):
         dataset = getattr(r, "dataset", None) or config["dataset"]

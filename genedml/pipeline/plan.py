@@ -17,6 +17,10 @@ from genedml.pipeline import schema
 RESULTS = "results"
 DEMO_DIR = f"{RESULTS}/demo/hest"  # data.source demo: rule demo_data writes the sections here
 IMPORT_DIR = f"{RESULTS}/import/hest"  # data.source legacy_st: rule import_st converts the sections here
+# data.source spaceranger: rule import_spaceranger converts each sample's outs/ and image here
+SPACERANGER_DIR = f"{RESULTS}/import/spaceranger/hest"
+# the sources whose samples a rule converts into the HEST layout first, and where
+CONVERTED = {"demo": DEMO_DIR, "legacy_st": IMPORT_DIR, "spaceranger": SPACERANGER_DIR}
 GENE_SEMANTICS = f"{RESULTS}/genes/semantics.npz"
 # head types whose gene queries are text embeddings of the genes (rule gene_semantics makes them once a run)
 SEMANTIC_HEAD_TYPES = ("dkan",)
@@ -48,7 +52,7 @@ def check_heads(heads: dict) -> None:
 def data_folder(data: dict) -> str | None:
     """The folder the config's ``data.source`` reads: ``hest_dir`` or ``legacy_st_dir`` (None for the demo)."""
     source = data["source"]
-    if source == "demo":
+    if source in ("demo", "spaceranger"):  # spaceranger: each sample's folders are in the sample sheet
         return None
     key = "hest_dir" if source == "hest" else "legacy_st_dir"
     if not data.get(key):
@@ -80,7 +84,7 @@ class RunPlan:
         check_heads(self.heads)
         self.encoder = config["encoder"]["name"]
         # where the sections are read: generated (demo), converted (legacy_st) or a HEST-1k folder
-        self.hest_dir = {"demo": DEMO_DIR, "legacy_st": IMPORT_DIR}.get(self.source, self.folder)
+        self.hest_dir = CONVERTED.get(self.source, self.folder)
         self.predict_samples, self.predict_hest_dir, self.predict_heads = self._predict_plan()
         self.fold_plan = plan_folds(self.sheet, FoldSpec.from_config(config["folds"]), config["dataset"])
         self.folds = sorted(self.fold_plan["fold"].unique().tolist())
@@ -92,7 +96,7 @@ class RunPlan:
         """Slide, expression and metadata of a sample in the HEST-1k layout."""
         if sample in self.predict_samples:
             return SamplePaths.in_hest_dir(self.predict_hest_dir, sample).as_dict()
-        if self.source in ("demo", "legacy_st"):  # made by rule demo_data / import_st
+        if self.source in CONVERTED:  # made by rule demo_data / import_st / import_spaceranger
             return SamplePaths.layout(self.hest_dir, sample).as_dict()
         return SamplePaths.in_hest_dir(self.hest_dir, sample).as_dict()
 
@@ -136,6 +140,10 @@ class RunPlan:
 
         files = LegacyFiles.find(self.folder, self.legacy_section(sample))
         return {"counts": str(files.counts), "spots": str(files.spots), "image": str(files.image)}
+
+    def spaceranger_files(self, sample: str) -> dict[str, str]:
+        """A Space Ranger sample's outs/ folder and full-resolution image (sample-sheet columns)."""
+        return {"outs": self.sheet_value(sample, "spaceranger"), "image": self.sheet_value(sample, "image")}
 
     def import_mpp(self, sample: str) -> str:
         """``--mpp`` from data.mpp: one µm/px for every section, a mapping sample -> µm/px, or null."""

@@ -277,6 +277,38 @@ def feature_facts(stores: list) -> dict:
     }
 
 
+# the geometry audit's columns: (key in the stores' geometry_audit attribute, the report's heading)
+GEOMETRY_COLUMNS = (
+    ("um_per_px", "µm/px"),
+    ("um_per_px_source", "from"),
+    ("technology", "technology"),
+    ("spot_diameter_um", "spot Ø µm"),
+    ("spot_pitch_um", "pitch µm"),
+    ("crop_um", "crop µm"),
+    ("neighbourhood_um", "neighbourhood µm"),
+    ("spot_share_of_crop", "spot / crop area"),
+    ("spots", "spots used"),
+    ("left_out_outside_tissue", "left out: outside tissue"),
+    ("neighbour_tiles_in_image", "neighbour tiles in image"),
+)
+
+
+def geometry_audit(stores: list) -> pd.DataFrame:
+    """One row per sample: its pixel size and source, the spot against the crop and the neighbourhood, and the
+    spots used and left out (the stores' ``geometry_audit`` attribute; stores made before it have none)."""
+    import zarr
+
+    rows = []
+    for store in stores:
+        attrs = dict(zarr.open_group(str(store), mode="r").attrs)
+        audit = attrs.get("geometry_audit")
+        if audit:
+            rows.append(
+                {"sample": attrs.get("sample", Path(store).stem), **{h: audit.get(k) for k, h in GEOMETRY_COLUMNS}}
+            )
+    return pd.DataFrame(rows, columns=["sample", *(h for _, h in GEOMETRY_COLUMNS)])
+
+
 def package_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -339,6 +371,7 @@ class ReportInputs:
     recipe: str
     n_top: int
     config_facts: dict = field(default_factory=dict)
+    geometry: pd.DataFrame = field(default_factory=pd.DataFrame)  # geometry_audit of the run's stores
 
     @property
     def figures_dir(self) -> Path:
@@ -383,4 +416,5 @@ def load_inputs(
         recipe=recipe,
         n_top=n_top,
         config_facts=config_facts or {},
+        geometry=geometry_audit(feature_stores),
     )

@@ -306,6 +306,25 @@ def per_section_scores(run: ReportInputs, doc: Document, site: SiteFiles) -> Non
             site.add_if_exists(f"tables/{h.name}/{name}", run.results / "metrics" / h.name / name)
 
 
+def geometry_section(run: ReportInputs, doc: Document, site: SiteFiles) -> None:
+    """Per sample: what one spot's crop and neighbourhood cover on the tissue, and which spots took part."""
+    if run.geometry.empty:
+        return
+    doc.h(2, "Geometry audit", "geometry")
+    doc.table(
+        Table(
+            "geometry",
+            run.geometry,
+            caption="Per sample: the slide's µm/px and where it came from (metadata, slide tags); the spot's "
+            "diameter and centre-to-centre pitch as the sample's metadata states them; the side of the local crop "
+            "and of the grid x grid neighbourhood on the tissue; the share of the crop the spot itself covers; "
+            "the spots used, and those left out because in_tissue marks them outside the tissue "
+            "(data.in_tissue); the fraction of neighbour tiles inside the image.",
+        )
+    )
+    site.add_table("tables/geometry.tsv", run.geometry)
+
+
 def run_facts(run: ReportInputs, doc: Document, site: SiteFiles) -> None:
     """Encoder, tiles, targets, genes, folds, model selection, time per stage, versions and the config."""
     doc.h(2, "Run facts", "facts")
@@ -406,5 +425,6 @@ SECTIONS = (
     per_gene_pcc,
     spatial_maps,
     per_section_scores,
+    geometry_section,
     run_facts,
 )

@@ -31,13 +31,17 @@ def read_gene_list(path: str | Path) -> list[str]:
     return [g for g in genes if not (g in seen or seen.add(g))]
 
 
-def gene_totals(st_paths: dict[str, Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per gene: total counts and fraction of spots expressing it, per sample (genes x samples)."""
+def gene_totals(st_paths: dict[str, Path], spots=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per gene: total counts and fraction of spots expressing it, per sample (genes x samples), over the
+    spots ``spots`` keeps (``genedml.io.hest.SpotFilterSpec``; None: the schema's default)."""
     import anndata as ad
 
+    from genedml.io.hest import SpotFilterSpec, tissue_spots
+
+    spots = spots or SpotFilterSpec.from_config({})
     totals, detected = {}, {}
     for sample, path in st_paths.items():
-        adata = ad.read_h5ad(path)
+        adata = tissue_spots(ad.read_h5ad(path), spots, sample, path)
         x = adata.X
         totals[sample] = pd.Series(np.asarray(x.sum(0)).ravel(), index=adata.var_names)
         nz = (x > 0).sum(0)
@@ -57,7 +61,7 @@ class GeneSpec(StageSpec):
     missing: str  # what to do with listed genes a sample lacks
 
 
-def select_genes(st_paths: dict[str, Path], spec: GeneSpec) -> tuple[list[str], pd.DataFrame]:
+def select_genes(st_paths: dict[str, Path], spec: GeneSpec, spots=None) -> tuple[list[str], pd.DataFrame]:
     """Return the chosen genes and a table (gene, total_counts, spot_fraction, samples_with_gene).
 
     With ``gene_list`` the list's order is kept; genes missing from any sample are reported by name and
@@ -66,7 +70,7 @@ def select_genes(st_paths: dict[str, Path], spec: GeneSpec) -> tuple[list[str], 
     in at least ``min_spot_fraction`` of spots (the refactored TRIPLEX uses 0.1).
     """
     n_top, gene_list, min_spot_fraction, missing = spec.n_top, spec.list, spec.min_spot_fraction, spec.missing
-    totals, detected = gene_totals(st_paths)
+    totals, detected = gene_totals(st_paths, spots)
     present_all = totals.notna().all(axis=1)
     table = pd.DataFrame(
         {

@@ -163,15 +163,19 @@ def smoothing_adjacency(neighbours: str, spatial, array_coords, sample=None, sou
     )
 
 
-def build_sample_targets(st_path, sample: str, genes: list[str], spec: TargetSpec, out, smooth=None) -> None:
-    """Write ``out`` (.h5ad): X = targets (spots x genes), obsm['spatial'], layers['counts'] = raw counts."""
+def build_sample_targets(
+    st_path, sample: str, genes: list[str], spec: TargetSpec, out, smooth=None, spots=None
+) -> None:
+    """Write ``out`` (.h5ad): X = targets (spots x genes), obsm['spatial'], layers['counts'] = raw counts.
+    ``spots``: which spots take part (``genedml.io.hest.SpotFilterSpec``; None: the schema's default)."""
     import anndata as ad
     import scipy.sparse as sp
 
     from genedml.atomic import atomic_path
-    from genedml.io.hest import array_coords, load_st
+    from genedml.io.hest import SpotFilterSpec, array_coords, load_st, tissue_spots
 
     adata = load_st(st_path, sample, require_counts=True)
+    adata = tissue_spots(adata, spots or SpotFilterSpec.from_config({}), sample, st_path)
     missing = [g for g in genes if g not in adata.var_names]
     if missing:
         raise InputError(f"{len(missing)} chosen genes are absent: {', '.join(missing[:10])}", sample, st_path)

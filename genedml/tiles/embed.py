@@ -113,6 +113,7 @@ def _run_facts(
         "local_views": int(getattr(encoder, "local_views", 1)),
         "local_view_names": view_names(int(getattr(encoder, "local_views", 1))),
     }
+    facts["geometry_audit"] = g.audit_facts()  # for the report's geometry audit
     if g.spec.neighbour_mode == "grid":
         facts.update({k: v for k, v in g.summary().items() if k.startswith(("grid", "misalignment"))})
         facts["locals_reused_from_grid"] = int(sum(len(u.copy_rows) for u in units if u.kind == "locals"))

@@ -117,6 +117,9 @@ class Geometry:
     neighbour_index: np.ndarray | None = None  # (N, grid*grid) int32
     grid_origin: tuple[float, float] | None = None  # level-0 px centre of lattice node (0, 0)
     misalignment: np.ndarray | None = None  # (N, 2) node centre minus spot-centred position, level-0 px
+    # what the sample says about its spots (technology, spot diameter and pitch in µm) and which spots of its
+    # file were left out, for the report's geometry audit (``audit_facts``)
+    sample_facts: dict | None = None
 
     @property
     def n_spots(self) -> int:
@@ -126,6 +129,25 @@ class Geometry:
     def tile0(self) -> float:
         """Tile side in level-0 pixels."""
         return self.spec.tile_px * self.scale
+
+    def audit_facts(self) -> dict:
+        """The sample's geometry as the report audits it: pixel size and its source, the spot against the crop
+        and the neighbourhood (µm), and the spots used and left out."""
+        facts = dict(self.sample_facts or {})
+        crop = self.tile0 * self.slide_mpp
+        out = {
+            "um_per_px": round(float(self.slide_mpp), 5),
+            "um_per_px_source": self.mpp_source,
+            "crop_um": round(float(crop), 2),
+            "neighbourhood_um": round(float(crop * self.spec.grid), 2),
+            "spots": int(self.n_spots),
+            "neighbour_tiles_in_image": round(float(self.neighbour_mask.mean()), 4) if self.n_spots else None,
+            **facts,
+        }
+        diameter = facts.get("spot_diameter_um")
+        if diameter:
+            out["spot_share_of_crop"] = round(float(np.pi * (diameter / 2) ** 2 / crop**2), 4)
+        return out
 
     def neighbour_tiles_to_encode(self) -> int:
         """Encoder calls for the neighbour tiles: per spot and slot (centred) or per grid node (grid)."""
@@ -162,6 +184,7 @@ class Geometry:
             "slide_path": self.slide_path,
             "mpp_source": self.mpp_source,
             "grid_origin": None if self.grid_origin is None else list(self.grid_origin),
+            "sample_facts": self.sample_facts or {},
         }
         grid = {}
         if self.spec.neighbour_mode == "grid":
@@ -206,6 +229,7 @@ class Geometry:
                 spec=TileSpec.from_config(spec),
                 slide_path=attrs.get("slide_path", ""),
                 mpp_source=attrs.get("mpp_source", ""),
+                sample_facts=attrs.get("sample_facts") or {},
                 grid_origin=None if origin is None else tuple(origin),
                 **grid,
             )
@@ -342,15 +366,27 @@ def _used_nodes(grid: dict, mask: np.ndarray, block: int) -> dict:
     }
 
 
-def tile_sample(paths, spec: TileSpec, out: str | os.PathLike) -> Geometry:
-    """Read one HEST-layout sample, compute its geometry and write it to ``out`` (.npz)."""
-    from genedml.io.hest import array_coords, load_metadata, load_st, resolve_mpp
+def _positive(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) and value > 0 else None
+
+
+def tile_sample(paths, spec: TileSpec, out: str | os.PathLike, spots=None) -> Geometry:
+    """Read one HEST-layout sample, compute its geometry and write it to ``out`` (.npz). ``spots``: which spots
+    take part (``genedml.io.hest.SpotFilterSpec``; None: the schema's default)."""
+    from genedml.io.hest import SpotFilterSpec, array_coords, load_metadata, load_st, resolve_mpp, tissue_spots
     from genedml.io.slide import open_slide
 
     meta = load_metadata(paths.metadata, paths.sample)
     slide = open_slide(paths.slide, paths.sample)
     mpp, source = resolve_mpp(meta, slide, paths.sample, paths.slide)
     adata = load_st(paths.st, paths.sample, require_counts=False)
+    in_file = adata.n_obs
+    spots = spots or SpotFilterSpec.from_config({})
+    adata = tissue_spots(adata, spots, paths.sample, paths.st)
     geom = compute_geometry(
         paths.sample,
         adata.obs_names.to_numpy(),
@@ -362,6 +398,14 @@ def tile_sample(paths, spec: TileSpec, out: str | os.PathLike) -> Geometry:
         slide_path=str(Path(paths.slide)),
         mpp_source=source,
     )
+    geom.sample_facts = {
+        "technology": str(meta.get("st_technology") or ""),
+        "spot_diameter_um": _positive(meta.get("spot_diameter")),
+        "spot_pitch_um": _positive(meta.get("inter_spot_dist")),
+        "spots_in_file": int(in_file),
+        "left_out_outside_tissue": int(in_file - adata.n_obs),
+        "in_tissue": spots.in_tissue,
+    }
     slide.close()
     geom.save(out)
     return geom

@@ -11,8 +11,10 @@ from genedml.evaluation.evaluate import EvaluateSpec
 from genedml.evaluation.figures import SpatialFigureSpec
 from genedml.evaluation.thumbnails import ThumbnailSpec
 from genedml.io.demo import DemoSpec
+from genedml.io.hest import SpotFilterSpec
 from genedml.io.legacy_st import ImportSpec
-from genedml.pipeline.plan import DEMO_DIR, GENE_SEMANTICS, IMPORT_DIR, RunPlan
+from genedml.io.spaceranger import SpaceRangerSpec
+from genedml.pipeline.plan import DEMO_DIR, GENE_SEMANTICS, IMPORT_DIR, SPACERANGER_DIR, RunPlan
 from genedml.study.folds import FoldSpec
 from genedml.study.gene_semantics import GeneSemanticsSpec
 from genedml.study.genes import GeneSpec

@@ -1,5 +1,6 @@
 # Real input: the sample sheet from genedml's dataset registry, and legacy-ST sections converted to the
-# HEST-1k layout (data.source: legacy_st) so that every later rule reads one layout.
+# HEST-1k layout (data.source: legacy_st), and Space Ranger samples (data.source: spaceranger) likewise, so
+# that every later rule reads one layout.
 
 
 rule sample_sheet:
@@ -51,3 +52,31 @@ rule import_st:
         "genedml import-st --section {params.section} --sample {wildcards.sample} --counts {input.counts} "
         "--spots {input.spots} --image {input.image} --out-dir {params.out_dir} --patient {params.patient:q} "
         "--dataset {params.dataset:q} {params.mpp} {params.settings} --overwrite > {log} 2>&1"
+
+
+rule import_spaceranger:
+    """One Space Ranger Visium sample (outs/ and the full-resolution image) as a HEST-layout sample: pyramidal
+    TIFF with µm/px from the 55 µm spot, raw-count .h5ad with in_tissue and array coordinates, metadata JSON."""
+    input:
+        unpack(lambda wildcards: RUN.spaceranger_files(wildcards.sample)),
+    output:
+        **hest_outputs(SPACERANGER_DIR),
+    params:
+        patient=lambda wildcards: RUN.patient[wildcards.sample],
+        dataset=lambda wildcards: RUN.sheet_value(wildcards.sample, "dataset") or "spaceranger",
+        settings=RUN.flags(SpaceRangerSpec),
+        out_dir=lambda wildcards, output: os.path.dirname(os.path.dirname(output.slide)),
+    log:
+        "results/logs/import_spaceranger/{sample}.log",
+    benchmark:
+        "results/benchmarks/import_spaceranger/{sample}.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    conda:
+        "../../envs/genedml.yaml"
+    shell:
+        "genedml import-spaceranger --sample {wildcards.sample} --outs {input.outs} --image {input.image} "
+        "--out-dir {params.out_dir} --patient {params.patient:q} --dataset {params.dataset:q} {params.settings} "
+        "--overwrite > {log} 2>&1"

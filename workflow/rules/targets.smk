@@ -6,7 +6,7 @@ rule select_genes:
         genes="results/genes/genes.tsv",
     params:
         samples=" ".join(SAMPLES),
-        settings=RUN.flags(GeneSpec),
+        settings=RUN.flags(GeneSpec, SpotFilterSpec),
     log:
         "results/logs/select_genes.log",
     benchmark:
@@ -30,7 +30,7 @@ rule targets:
     output:
         targets="results/targets/{sample}.h5ad",
     params:
-        settings=RUN.flags(TargetSpec),
+        settings=RUN.flags(TargetSpec, SpotFilterSpec),
     log:
         "results/logs/targets/{sample}.log",
     benchmark:

@@ -5,7 +5,7 @@ rule tile:
     output:
         geometry="results/tiles/{sample}.npz",
     params:
-        settings=RUN.flags(TileSpec),
+        settings=RUN.flags(TileSpec, SpotFilterSpec),
     log:
         "results/logs/tile/{sample}.log",
     benchmark:

@@ -96,6 +96,44 @@ def test_no_pixel_size_anywhere(hest_copy, tmp_path):
     assert_clean_failure(tile(hest_copy, "S4", out), out, "S4", "no pixel size")
 
 
+def _tags_ten_times_off(root, sample, drop_metadata: bool) -> float:
+    """Rewrite the sample's slide with resolution tags saying a tenth of the metadata's µm/px, as HEST's TIFFs do
+    (pixels per cm written where pixels per mm are meant); return the metadata's µm/px."""
+    from genedml.io.tiff import write_pyramidal_tiff
+
+    meta_path = root / f"metadata/{sample}.json"
+    meta = json.loads(meta_path.read_text())
+    mpp = float(meta["pixel_size_um_estimated"])
+    if drop_metadata:
+        meta.pop("pixel_size_um_estimated")
+        meta.pop("pixel_size_um_embedded", None)
+        meta_path.write_text(json.dumps(meta))
+    with tifffile.TiffFile(root / f"wsis/{sample}.tif") as tif:
+        image = tif.pages[0].asarray()
+    write_pyramidal_tiff(root / f"wsis/{sample}.tif", image, mpp=mpp / 10)
+    return mpp
+
+
+def test_slide_tags_ten_times_off_are_reported_and_the_metadata_wins(hest_copy, tmp_path):
+    from genedml.tiles.geometry import Geometry
+
+    mpp = _tags_ten_times_off(hest_copy, "S1", drop_metadata=False)
+    out = tmp_path / "S1.npz"
+    proc = tile(hest_copy, "S1", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "S1" in proc.stderr and f"{mpp / 10:.4g} µm/px" in proc.stderr and f"{mpp:.4g} µm/px" in proc.stderr
+    assert "using the metadata's" in proc.stderr
+    g = Geometry.load(out)
+    assert g.slide_mpp == pytest.approx(mpp) and g.mpp_source == "metadata"
+
+
+def test_implausible_slide_tags_without_metadata_are_an_error(hest_copy, tmp_path):
+    mpp = _tags_ten_times_off(hest_copy, "S2", drop_metadata=True)
+    out = tmp_path / "S2.npz"
+    assert mpp / 10 < 0.1  # the demo's 0.5 µm/px read as 0.05: below any H&E scan's
+    assert_clean_failure(tile(hest_copy, "S2", out), out, "S2", "not plausible for H&E", "pixel_size_um_estimated")
+
+
 def test_missing_and_unreadable_slide(hest_copy, tmp_path):
     (hest_copy / "wsis/S1.tif").unlink()
     out = tmp_path / "S1.npz"

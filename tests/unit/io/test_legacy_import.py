@@ -83,8 +83,15 @@ def test_import_keeps_raw_counts_barcodes_and_positions(imported_c3):
     np.testing.assert_array_equal(a.X.toarray(), sub.to_numpy())
     assert np.issubdtype(a.X.dtype, np.integer)
     np.testing.assert_allclose(a.obsm["spatial"], spots.loc[a.obs_names, ["pixel_x", "pixel_y"]].to_numpy())
-    np.testing.assert_array_equal(a.obs["array_col"], spots.loc[a.obs_names, "x"])
-    np.testing.assert_array_equal(a.obs["array_row"], spots.loc[a.obs_names, "y"])
+    # HEST's convention for legacy ST: the id's x is array_row, y array_col
+    np.testing.assert_array_equal(a.obs["array_row"], spots.loc[a.obs_names, "x"])
+    np.testing.assert_array_equal(a.obs["array_col"], spots.loc[a.obs_names, "y"])
+    # a HEST file without the columns: the "{x}x{y}" ids are read with the same convention
+    from genedml.io.hest import array_coords
+
+    bare = a.copy()
+    del bare.obs["array_row"], bare.obs["array_col"]
+    np.testing.assert_array_equal(array_coords(bare), array_coords(a))
 
 
 def test_pipeline_crop_equals_the_jpeg_crop(imported_c3, tmp_path):

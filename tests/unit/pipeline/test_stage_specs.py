@@ -14,7 +14,9 @@ from genedml.evaluation.evaluate import EvaluateSpec
 from genedml.evaluation.figures import SpatialFigureSpec
 from genedml.evaluation.thumbnails import ThumbnailSpec
 from genedml.io.demo import DemoSpec
+from genedml.io.hest import SpotFilterSpec
 from genedml.io.legacy_st import ImportSpec
+from genedml.io.spaceranger import SpaceRangerSpec
 from genedml.pipeline import schema
 from genedml.pipeline.schema import ConfigError
 from genedml.study.folds import FoldSpec
@@ -27,6 +29,8 @@ from genedml.tiles.spot_images import SpotImageSpec
 from support.workflow import REPO
 
 SPECS = [
+    SpaceRangerSpec,
+    SpotFilterSpec,
     SpotImageSpec,
     DemoSpec,
     ImportSpec,

@@ -41,7 +41,7 @@ def test_reference_labels_match_the_recipe(section, tmp_path):
     barcodes, all_genes, counts, spots = legacy_st._spots_with_counts(files, section)
     pixel = spots[["pixel_x", "pixel_y"]].to_numpy(float)
     st = tmp_path / f"{section}.h5ad"
-    legacy_st._section_anndata(barcodes, all_genes, counts, spots, pixel).write_h5ad(st)
+    legacy_st._section_anndata(barcodes, all_genes, counts, spots, pixel, "st").write_h5ad(st)
     genes = [g for g in read_gene_list("genedml:her2st_250") if g in set(all_genes)]
     assert len(genes) > 200
 
