@@ -158,11 +158,12 @@ def import_spaceranger(a):
     from genedml.io.spaceranger import SpaceRangerFiles, SpaceRangerSpec
     from genedml.io.spaceranger import import_spaceranger as convert
 
+    spec = _spec_from_args(SpaceRangerSpec, a, a.sample)
     convert(
-        SpaceRangerFiles.find(a.outs, a.image, a.sample),
+        SpaceRangerFiles.find(a.outs, a.image, a.sample, spec.hd_bin_um),
         a.out_dir,
         a.sample,
-        _spec_from_args(SpaceRangerSpec, a, a.sample),
+        spec,
         patient=a.patient,
         dataset=a.dataset,
         overwrite=a.overwrite,

@@ -1,4 +1,4 @@
-"""Convert a user's Space Ranger Visium output to a HEST-1k layout sample (``data.source: spaceranger``).
+"""Convert a user's Space Ranger Visium / Visium HD output to a HEST-1k layout sample (``data.source: spaceranger``).
 
 Input, per sample (sample-sheet columns ``spaceranger`` and ``image``):
 - the ``outs/`` folder of ``spaceranger count``: ``filtered_feature_bc_matrix.h5`` (read with scanpy's
@@ -11,6 +11,12 @@ Input, per sample (sample-sheet columns ``spaceranger`` and ``image``):
 Output, as HEST ships a sample: ``wsis/{sample}.tif`` (a pyramidal TIFF with the µm/px in its tags),
 ``st/{sample}.h5ad`` (raw integer counts, obs ``in_tissue``, ``array_row``, ``array_col`` and the full-res
 pixel columns, ``obsm['spatial']`` = (pxl_col, pxl_row) level-0 px) and ``metadata/{sample}.json``.
+
+Visium HD (``data.hd_bin_um: 2 | 8 | 16``): the same files under ``binned_outputs/square_{bin:03d}um/``, the
+positions in ``tissue_positions.parquet``; µm/px is the scale factors' ``microns_per_pixel`` (else the bin
+size over ``spot_diameter_fullres``, which is the bin's side in pixels). ``data.hd_pseudo_spot_um`` pools
+k x k bins (k = round(side / bin)) into square pseudo-spots: counts summed, positions averaged, array
+coordinates ``(row // k, col // k)``, ``in_tissue`` when any bin is, ``obs['n_bins']`` the bins pooled.
 
 The pixel size is HEST's rule for Visium: the spot is 55 µm across and Space Ranger reports its diameter in
 full-resolution pixels (``spot_diameter_fullres``), so µm/px = 55 / spot_diameter_fullres; the metadata
@@ -48,9 +54,21 @@ class SpaceRangerSpec(StageSpec):
     """How Space Ranger samples are converted (config ``data``: the TIFF's JPEG quality)."""
 
     section: ClassVar[str] = "data"
-    keys: ClassVar[tuple[str, ...]] = ("jpeg_quality",)
+    keys: ClassVar[tuple[str, ...]] = ("jpeg_quality", "hd_bin_um", "hd_pseudo_spot_um")
 
     jpeg_quality: int
+    hd_bin_um: int | None  # Visium HD bin size (None: Visium)
+    hd_pseudo_spot_um: float | None  # Visium HD: side of the pooled pseudo-spots (None: the bins)
+
+    @property
+    def pool(self) -> int:
+        """Bins per side of a pseudo-spot (1: no pooling)."""
+        if self.hd_bin_um is None or self.hd_pseudo_spot_um is None:
+            return 1
+        return max(1, int(round(self.hd_pseudo_spot_um / self.hd_bin_um)))
+
+
+HD_POSITIONS = "tissue_positions.parquet"
 
 
 @dataclass(frozen=True)
@@ -64,24 +82,21 @@ class SpaceRangerFiles:
     image: Path
 
     @classmethod
-    def find(cls, outs, image, sample: str) -> SpaceRangerFiles:
+    def find(cls, outs, image, sample: str, hd_bin_um: int | None = None) -> SpaceRangerFiles:
+        """The files of a Visium sample, or of a Visium HD sample's bins of ``hd_bin_um`` µm."""
         outs = Path(outs)
         if not outs.is_dir():
             raise InputError("Space Ranger outs/ folder not found", sample, outs)
-        spatial = outs / "spatial"
-        positions = next(
-            (p for p in (spatial / "tissue_positions.csv", spatial / "tissue_positions_list.csv") if p.exists()),
-            None,
-        )
+        base = outs if hd_bin_um is None else outs / "binned_outputs" / f"square_{int(hd_bin_um):03d}um"
+        if not base.is_dir():
+            raise InputError(f"no {hd_bin_um} µm bins (Visium HD binned_outputs) here", sample, base)
+        spatial = base / "spatial"
+        names = (HD_POSITIONS,) if hd_bin_um is not None else ("tissue_positions.csv", "tissue_positions_list.csv")
+        positions = next((spatial / n for n in names if (spatial / n).exists()), None)
         if positions is None:
-            raise InputError(
-                "no spatial/tissue_positions.csv (Space Ranger >= 2.0) or spatial/tissue_positions_list.csv",
-                sample,
-                spatial,
-            )
-        files = cls(
-            outs, outs / "filtered_feature_bc_matrix.h5", positions, spatial / "scalefactors_json.json", Path(image)
-        )
+            raise InputError(f"no spatial/{' or spatial/'.join(names)}", sample, spatial)
+        matrix, factors = base / "filtered_feature_bc_matrix.h5", spatial / "scalefactors_json.json"
+        files = cls(base, matrix, positions, factors, Path(image))
         for what, path in (
             ("count matrix", files.matrix),
             ("scale factors", files.scalefactors),
@@ -93,11 +108,19 @@ class SpaceRangerFiles:
 
 
 def read_positions(path: Path, sample: str) -> pd.DataFrame:
-    """Spot positions indexed by barcode, from either Space Ranger format (with or without a header)."""
-    with open(path) as fh:
-        first = fh.readline()
-    has_header = first.split(",")[0].strip() == "barcode"
-    table = pd.read_csv(path, header=0 if has_header else None)
+    """Spot positions indexed by barcode, from any Space Ranger format: CSV with or without a header, or
+    Visium HD's parquet."""
+    if path.suffix == ".parquet":
+        try:
+            table = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises its own types for a broken file
+            raise InputError(f"cannot read the positions ({type(exc).__name__}: {exc})", sample, path) from None
+        has_header = True
+    else:
+        with open(path) as fh:
+            first = fh.readline()
+        has_header = first.split(",")[0].strip() == "barcode"
+        table = pd.read_csv(path, header=0 if has_header else None)
     if not has_header:
         if table.shape[1] != len(POSITION_COLUMNS):
             raise InputError(
@@ -113,18 +136,57 @@ def read_positions(path: Path, sample: str) -> pd.DataFrame:
     return table.set_index("barcode")[POSITION_COLUMNS[1:]]
 
 
-def pixel_size(scalefactors: Path, sample: str) -> tuple[float, float]:
-    """(µm per full-resolution pixel, spot diameter in px) from ``spot_diameter_fullres`` and the 55 µm spot."""
+def pixel_size(scalefactors: Path, sample: str, hd_bin_um: int | None = None) -> tuple[float, str]:
+    """(µm per full-resolution pixel, how it was found). Visium: the 55 µm spot over ``spot_diameter_fullres``;
+    Visium HD: ``microns_per_pixel``, else the bin size over ``spot_diameter_fullres`` (the bin's side in px)."""
     try:
         factors = json.loads(scalefactors.read_text())
-        diameter = float(factors["spot_diameter_fullres"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise InputError(
-            f"no usable spot_diameter_fullres ({type(exc).__name__}: {exc})", sample, scalefactors
-        ) from None
-    if not np.isfinite(diameter) or diameter <= 0:
-        raise InputError(f"spot_diameter_fullres is {diameter}", sample, scalefactors)
-    return VISIUM_SPOT_UM / diameter, diameter
+        if hd_bin_um is not None and factors.get("microns_per_pixel"):
+            value, source = float(factors["microns_per_pixel"]), "microns_per_pixel (scalefactors)"
+        else:
+            diameter = float(factors["spot_diameter_fullres"])
+            size = VISIUM_SPOT_UM if hd_bin_um is None else float(hd_bin_um)
+            what = f"{size:g} µm {'spot' if hd_bin_um is None else 'bin'}"
+            value, source = size / diameter, f"{what} / spot_diameter_fullres {diameter:.3f} px (scalefactors)"
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        raise InputError(f"no usable pixel size ({type(exc).__name__}: {exc})", sample, scalefactors) from None
+    if not np.isfinite(value) or value <= 0:
+        raise InputError(f"the scale factors give {value} µm/px", sample, scalefactors)
+    return value, source
+
+
+def pool_bins(adata, k: int):
+    """Visium HD bins pooled k x k into square pseudo-spots: counts summed, positions averaged, array
+    coordinates (row // k, col // k), ``in_tissue`` when any pooled bin is, ``n_bins`` the bins pooled."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    obs = adata.obs
+    keys = np.stack([obs["array_row"].to_numpy() // k, obs["array_col"].to_numpy() // k], 1)
+    groups, index = np.unique(keys, axis=0, return_inverse=True)
+    index = np.asarray(index).ravel()
+    onehot = sp.csr_matrix((np.ones(len(index)), (index, np.arange(len(index)))), shape=(len(groups), len(index)))
+    n_bins = np.asarray(onehot.sum(1)).ravel()
+    counts = sp.csr_matrix(onehot @ sp.csr_matrix(adata.X)).astype(np.int32)
+    spatial = (onehot @ np.asarray(adata.obsm["spatial"], float)) / n_bins[:, None]
+    in_tissue = (onehot @ (obs["in_tissue"].to_numpy() != 0).astype(float)) > 0
+    pooled = ad.AnnData(
+        X=counts,
+        obs=pd.DataFrame(
+            {
+                "in_tissue": in_tissue.astype(np.int32),
+                "array_row": groups[:, 0].astype(np.int32),
+                "array_col": groups[:, 1].astype(np.int32),
+                "pxl_row_in_fullres": spatial[:, 1],
+                "pxl_col_in_fullres": spatial[:, 0],
+                "n_bins": n_bins.astype(np.int32),
+            },
+            index=pd.Index([f"p{k}_{r:05d}_{c:05d}" for r, c in groups], name=None),
+        ),
+        var=adata.var.copy(),
+    )
+    pooled.obsm["spatial"] = spatial
+    return pooled
 
 
 def read_full_image(path: Path, sample: str) -> np.ndarray:
@@ -190,7 +252,7 @@ def import_spaceranger(
     adata = adata[common].copy()
     pos = positions.loc[common]
     pixel = pos[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(float)
-    mpp, diameter = pixel_size(files.scalefactors, sample)
+    mpp, mpp_source = pixel_size(files.scalefactors, sample, spec.hd_bin_um)
     log.info("%s: decoding image %s", sample, files.image)
     image = read_full_image(files.image, sample)
     check_spots_inside(pixel, common, image.shape[1::-1], sample, files.positions, image=files.image)
@@ -200,15 +262,35 @@ def import_spaceranger(
     adata.obs["in_tissue"] = adata.obs["in_tissue"].astype(np.int32)
     adata.obsm["spatial"] = pixel
     adata.var = adata.var[[c for c in ("gene_ids", "feature_types") if c in adata.var]]
+    if spec.hd_bin_um is None:
+        technology, diameter, pitch = "Visium", VISIUM_SPOT_UM, VISIUM_PITCH_UM
+    else:
+        side = float(spec.hd_bin_um * spec.pool)
+        technology, diameter, pitch = "Visium HD", side, side
+        if spec.pool > 1:
+            bins = adata.n_obs
+            adata = pool_bins(adata, spec.pool)
+            log.info(
+                "%s: %d bins of %d µm pooled %d x %d into %d pseudo-spots of %g µm",
+                sample,
+                bins,
+                spec.hd_bin_um,
+                spec.pool,
+                spec.pool,
+                adata.n_obs,
+                side,
+            )
     meta = {
         "id": sample,
         "patient": patient,
         "dataset_title": dataset,
-        "st_technology": "Visium",
-        "spot_diameter": VISIUM_SPOT_UM,
-        "inter_spot_dist": VISIUM_PITCH_UM,
+        "st_technology": technology,
+        "spot_diameter": diameter,
+        "inter_spot_dist": pitch,
+        "hd_bin_um": spec.hd_bin_um,
+        "hd_bins_pooled": spec.pool if spec.hd_bin_um is not None else None,
         "pixel_size_um_estimated": mpp,
-        "pixel_size_um_source": f"{VISIUM_SPOT_UM:g} µm spot / spot_diameter_fullres {diameter:.3f} px (scalefactors)",
+        "pixel_size_um_source": mpp_source,
         "spots_under_tissue": int((adata.obs["in_tissue"] != 0).sum()),
         "nb_genes": int(adata.n_vars),
         "fullres_px_width": int(image.shape[1]),

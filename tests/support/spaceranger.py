@@ -79,3 +79,54 @@ def write_spaceranger_outs(data_dir: Path, root: Path, header: bool = True, outs
     image = root / "image.jpg"
     shutil.copy(src / "test_img.jpg", image)
     return outs, image
+
+
+def write_visium_hd_outs(data_dir: Path, root: Path, bin_um: int = 16, window_um: float = 300.0) -> tuple[Path, Path]:
+    """(outs folder, image) of a Visium HD sample over the crop's tissue: square ``bin_um`` bins in a
+    ``window_um`` window at the image centre under ``binned_outputs/square_{bin:03d}um/``; each bin's counts are
+    drawn (Poisson, seed 0) from the nearest real Visium spot's counts scaled by the bin's share of the spot's
+    area; positions in ``tissue_positions.parquet``, ``microns_per_pixel`` in the scale factors."""
+    import anndata as ad
+    import pandas as pd
+    from scipy.spatial import cKDTree
+
+    src = data_dir / CROP
+    a = ad.read_h5ad(src / "test_data.h5ad")
+    x = a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X)
+    spot_counts = np.expm1(x)
+    xy = np.asarray(a.obsm["spatial"], float)
+    mpp = 100.0 / PITCH_PX
+    from PIL import Image
+
+    with Image.open(src / "test_img.jpg") as img:
+        w, h = img.size
+    side_px = bin_um / mpp
+    n = int(window_um // bin_um)
+    x0, y0 = w / 2 - n * side_px / 2, h / 2 - n * side_px / 2
+    rows, cols = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    rows, cols = rows.ravel(), cols.ravel()
+    centres = np.stack([x0 + (cols + 0.5) * side_px, y0 + (rows + 0.5) * side_px], 1)
+    _, nearest = cKDTree(xy).query(centres)
+    share = bin_um**2 / (np.pi * 27.5**2)
+    counts = np.random.default_rng(0).poisson(spot_counts[nearest] * share).astype(np.int32)
+    barcodes = [f"s_{bin_um:03d}um_{r:05d}_{c:05d}-1" for r, c in zip(rows, cols)]
+    base = root / "outs" / "binned_outputs" / f"square_{bin_um:03d}um"
+    (base / "spatial").mkdir(parents=True)
+    write_10x_h5(base / "filtered_feature_bc_matrix.h5", counts, barcodes, a.var["gene_ids"], a.var_names)
+    pd.DataFrame(
+        {
+            "barcode": barcodes,
+            "in_tissue": np.ones(len(barcodes), int),
+            "array_row": rows,
+            "array_col": cols,
+            "pxl_row_in_fullres": centres[:, 1],
+            "pxl_col_in_fullres": centres[:, 0],
+        }
+    ).to_parquet(base / "spatial" / "tissue_positions.parquet", index=False)
+    (base / "spatial" / "scalefactors_json.json").write_text(
+        f'{{"spot_diameter_fullres": {side_px}, "bin_size_um": {float(bin_um)}, "microns_per_pixel": {mpp}, '
+        '"tissue_hires_scalef": 1.0, "tissue_lowres_scalef": 0.5}'
+    )
+    image = root / "image.jpg"
+    shutil.copy(src / "test_img.jpg", image)
+    return root / "outs", image

@@ -1,4 +1,5 @@
-"""A user's own Space Ranger Visium samples through the whole pipeline: import, tile, embed, train, report."""
+"""A user's own Space Ranger samples through the whole pipeline (import, tile, embed, train, report): Visium in
+both positions formats, and Visium HD bins with and without pooling into pseudo-spots."""
 
 import json
 import time
@@ -8,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from support.spaceranger import write_spaceranger_outs
+from support.spaceranger import write_spaceranger_outs, write_visium_hd_outs
 from support.workflow import REPO, need_shared, snakemake, write_config
 
 pytestmark = pytest.mark.pipeline
@@ -16,30 +17,38 @@ pytestmark = pytest.mark.pipeline
 SAMPLES = [("V1", "PA", True, 3), ("V2", "PB", False, 0), ("V3", "PC", True, 0)]
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    data = need_shared("squidpy_visium_crop").parent
-    work = tmp_path_factory.mktemp("spaceranger")
-    rows = []
-    for sample, patient, header, outside in SAMPLES:
-        outs, image = write_spaceranger_outs(data, work / "inputs" / sample, header=header, outside=outside)
-        rows.append(f"{sample}\t{patient}\tvisium_crop\t{outs}\t{image}\n")
+def run_samples(work, inputs: dict, data: dict, *targets: str) -> float:
+    """Run the pipeline on ``inputs`` (sample -> (patient, outs, image)) with ridge; the seconds it took."""
     sheet = work / "samples.tsv"
-    sheet.write_text("sample\tpatient\tdataset\tspaceranger\timage\n" + "".join(rows))
+    sheet.write_text(
+        "sample\tpatient\tdataset\tspaceranger\timage\n"
+        + "".join(f"{s}\t{p}\tvisium_crop\t{o}\t{i}\n" for s, (p, o, i) in inputs.items())
+    )
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["heads"] = {"ridge": config["heads"]["ridge"]}
     path = write_config(
         work,
         config,
         samples=str(sheet),
-        data={"source": "spaceranger"},
+        data={"source": "spaceranger", **data},
         tiles={"tile_px": 32, "target_mpp": 2.0},
         genes={"n_top": 40},
         report={"pcc_h_genes": 20},
     )
     t0 = time.perf_counter()
-    snakemake(work, path, "--cores", "2", "--set-threads", "train=1")
-    return work, time.perf_counter() - t0
+    snakemake(work, path, "--cores", "2", "--set-threads", "train=1", *(["--", *targets] if targets else []))
+    return time.perf_counter() - t0
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    data = need_shared("squidpy_visium_crop").parent
+    work = tmp_path_factory.mktemp("spaceranger")
+    inputs = {}
+    for sample, patient, header, outside in SAMPLES:
+        outs, image = write_spaceranger_outs(data, work / "inputs" / sample, header=header, outside=outside)
+        inputs[sample] = (patient, outs, image)
+    return work, run_samples(work, inputs, {})
 
 
 def test_space_ranger_samples_run_to_the_report(run):
@@ -73,3 +82,20 @@ def test_the_report_audits_each_samples_geometry(run):
     assert v1["spot / crop area"] == pytest.approx(3.14159 * 27.5**2 / 64.0**2, rel=1e-3)
     assert (v1["spots used"], v1["left out: outside tissue"]) == (46, 3)
     assert "Geometry audit" in (work / "results/report.md").read_text()
+
+
+@pytest.mark.parametrize("pseudo_spot_um", [None, 48.0], ids=["16um-bins", "pooled-48um"])
+def test_visium_hd_runs_on_its_bins_or_pooled_pseudo_spots(pseudo_spot_um, tmp_path):
+    data = need_shared("squidpy_visium_crop").parent
+    outs, image = write_visium_hd_outs(data, tmp_path / "inputs", bin_um=16, window_um=240.0)
+    inputs = {s: (p, outs, image) for s, p in (("H1", "PA"), ("H2", "PB"), ("H3", "PC"))}
+    # the pooled run goes to the report; the bins' run (225 a section) to the metrics
+    targets = [] if pseudo_spot_um else ["results/metrics/summary.tsv"]
+    seconds = run_samples(tmp_path, inputs, {"hd_bin_um": 16, "hd_pseudo_spot_um": pseudo_spot_um}, *targets)
+    summary = pd.read_csv(tmp_path / "results/metrics/summary.tsv", sep="\t")
+    assert summary.loc[(summary["metric"] == "PCC_A") & (summary["head"] == "ridge"), "n_folds"].iloc[0] == 3
+    meta = json.loads((tmp_path / "results/import/spaceranger/hest/metadata/H1.json").read_text())
+    targets_h1 = ad.read_h5ad(tmp_path / "results/targets/H1.h5ad")
+    assert targets_h1.n_obs == (225 if pseudo_spot_um is None else 25)  # 15 x 15 bins, or 5 x 5 pseudo-spots
+    assert meta["spot_diameter"] == (16 if pseudo_spot_um is None else 48)
+    print(f"Visium HD pipeline run ({'bins' if pseudo_spot_um is None else 'pooled'}): {seconds:.0f} s")

@@ -69,3 +69,38 @@ def test_bad_space_ranger_input_names_the_sample_and_file_and_writes_nothing(out
         positions.unlink()
     with pytest.raises(InputError, match="tissue_positions"):
         SpaceRangerFiles.find(folder, image, "V1")
+
+
+@pytest.mark.parametrize("pseudo_spot_um", [None, 64.0], ids=["bins", "pooled"])
+def test_visium_hd_bins_and_pooled_pseudo_spots(pseudo_spot_um, tmp_path):
+    import scanpy as sc
+
+    from support.spaceranger import write_visium_hd_outs
+
+    data = need_shared("squidpy_visium_crop").parent
+    outs, image = write_visium_hd_outs(data, tmp_path / "hd", bin_um=16, window_um=160.0)
+    bins = sc.read_10x_h5(str(outs / "binned_outputs/square_016um/filtered_feature_bc_matrix.h5"))  # scanpy first
+    spec = SpaceRangerSpec.of(hd_bin_um=16, hd_pseudo_spot_um=pseudo_spot_um)
+    meta = import_spaceranger(SpaceRangerFiles.find(outs, image, "HD1", 16), tmp_path / "hest", "HD1", spec)
+    st = ad.read_h5ad(SamplePaths.layout(tmp_path / "hest", "HD1").st)
+    assert meta["st_technology"] == "Visium HD" and meta["pixel_size_um_estimated"] == pytest.approx(100 / PITCH_PX)
+    assert meta["pixel_size_um_source"].startswith("microns_per_pixel")
+    if pseudo_spot_um is None:
+        assert st.n_obs == bins.n_obs == 100 and meta["spot_diameter"] == 16
+        assert (st.X != bins[st.obs_names].X.astype(np.int32)).nnz == 0
+    else:  # 4 x 4 bins a pseudo-spot: counts summed, positions averaged
+        assert meta["hd_bins_pooled"] == 4 and meta["spot_diameter"] == 64 and st.n_obs == 9
+        assert st.obs["n_bins"].sum() == bins.n_obs and int(st.X.sum()) == int(bins.X.sum())
+        first = st.obs_names[0]
+        members = [
+            b
+            for b in bins.obs_names
+            if int(b.split("_")[2]) // 4 == st.obs.loc[first, "array_row"]
+            and int(b.split("_")[3].split("-")[0]) // 4 == st.obs.loc[first, "array_col"]
+        ]
+        assert len(members) == st.obs.loc[first, "n_bins"]
+        np.testing.assert_array_equal(st[first].X.toarray().ravel(), np.asarray(bins[members].X.sum(0)).ravel())
+    g = tile_sample(
+        SamplePaths.layout(tmp_path / "hest", "HD1"), TileSpec.of(tile_px=32, target_mpp=2.0), tmp_path / "g.npz"
+    )
+    assert g.n_spots == st.n_obs and len(set((g.array_coords.sum(1) % 2).tolist())) == 2  # a square lattice
