@@ -219,9 +219,11 @@ def check_raw_counts(matrix, sample: str, path) -> None:
         )
 
 
-def array_coords(adata) -> np.ndarray:
-    """(N, 2) integer (row, col) grid positions: ``array_row/array_col``, else parsed ``"{x}x{y}"`` ids with
-    HEST's convention for legacy ST (its converter writes the id's ``x`` as ``array_row``, ``y`` as ``array_col``)."""
+def array_coords(adata, sample: str = "") -> np.ndarray:
+    """(N, 2) integer (row, col) grid positions: ``array_row/array_col``; else parsed ``"{x}x{y}"`` ids with
+    HEST's convention for legacy ST (its converter writes the id's ``x`` as ``array_row``, ``y`` as
+    ``array_col``); else, for pseudo-spots on a square lattice (Xenium and other binned samples), the lattice
+    read from the pixel centres (``square_lattice``); else -1 (no grid)."""
     obs = adata.obs
     if "array_row" in obs and "array_col" in obs:
         return np.stack([obs["array_row"].to_numpy(), obs["array_col"].to_numpy()], 1).astype(np.int32)
@@ -229,4 +231,28 @@ def array_coords(adata) -> np.ndarray:
         xy = np.array([[float(v) for v in str(b).split("x")] for b in adata.obs_names])
         return np.stack([xy[:, 0], xy[:, 1]], 1).round().astype(np.int32)
     except ValueError:
-        return np.full((adata.n_obs, 2), -1, dtype=np.int32)
+        pass
+    lattice = square_lattice(np.asarray(adata.obsm["spatial"], float)[:, :2]) if "spatial" in adata.obsm else None
+    if lattice is not None:
+        log.info("%s: no array coordinates; the spots lie on a square lattice, whose (row, col) are used", sample)
+        return lattice
+    return np.full((adata.n_obs, 2), -1, dtype=np.int32)
+
+
+def square_lattice(xy: np.ndarray, tolerance: float = 0.2) -> np.ndarray | None:
+    """(row, col) of spot centres that lie on an axis-aligned square lattice of their nearest-spot pitch (each
+    within ``tolerance`` pitches of a node, one spot a node), else None (a hexagonal or irregular layout)."""
+    if len(xy) < 2:
+        return None
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(xy).query(xy, k=2)
+    pitch = float(np.median(d[:, 1]))
+    if not pitch > 0:
+        return None
+    steps = (xy - xy.min(0)) / pitch
+    nodes = np.rint(steps)
+    if np.abs(steps - nodes).max() > tolerance:
+        return None
+    rc = nodes[:, ::-1].astype(np.int32)  # (row, col) = (y, x)
+    return rc if len(np.unique(rc, axis=0)) == len(rc) else None

@@ -182,7 +182,7 @@ def build_sample_targets(
     totals = np.asarray(adata.X.sum(1)).ravel()
     sub = adata[:, genes]
     counts = sub.X.toarray() if sp.issparse(sub.X) else np.asarray(sub.X)
-    coords = array_coords(adata)
+    coords = array_coords(adata, sample)
     y = make_targets(
         counts,
         adata.obsm["spatial"],

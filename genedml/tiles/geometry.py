@@ -391,7 +391,7 @@ def tile_sample(paths, spec: TileSpec, out: str | os.PathLike, spots=None) -> Ge
         paths.sample,
         adata.obs_names.to_numpy(),
         np.asarray(adata.obsm["spatial"]),
-        array_coords(adata),
+        array_coords(adata, paths.sample),
         slide.dimensions,
         mpp,
         spec,

@@ -1,0 +1,77 @@
+"""HEST-shaped pseudo-spot samples (Xenium and other binned data: a square lattice, no array coordinates in
+obs): the lattice is read from the pixel centres and drives tiling, label smoothing and the global grid."""
+
+import json
+import shutil
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.spatial import cKDTree
+
+from genedml.io.hest import SamplePaths, array_coords, square_lattice
+from genedml.networks.context import grid_positions
+from genedml.study.targets import TargetSpec, build_sample_targets
+from genedml.tiles.geometry import TileSpec, tile_sample
+
+PITCH_UM = 55.0
+
+
+@pytest.fixture
+def xenium_like(demo_hest, tmp_path):
+    """The demo section S1's slide with 55 µm square pseudo-spots over it, counts drawn from the nearest demo
+    spot, ids that are not array positions, and Xenium metadata."""
+    root = tmp_path / "hest"
+    shutil.copytree(demo_hest, root)
+    paths = SamplePaths.in_hest_dir(root, "S1")
+    meta = json.loads(paths.metadata.read_text())
+    mpp = float(meta["pixel_size_um_estimated"])
+    spots = ad.read_h5ad(paths.st)
+    xy = np.asarray(spots.obsm["spatial"], float)
+    pitch = PITCH_UM / mpp
+    lo, hi = xy.min(0) + pitch, xy.max(0) - pitch
+    gx, gy = np.meshgrid(np.arange(lo[0], hi[0], pitch), np.arange(lo[1], hi[1], pitch))
+    centres = np.stack([gx.ravel(), gy.ravel()], 1)
+    _, nearest = cKDTree(xy).query(centres)
+    x = spots.X.toarray() if hasattr(spots.X, "toarray") else np.asarray(spots.X)
+    counts = np.random.default_rng(0).poisson(x[nearest] * 0.3).astype(np.int32)
+    pseudo = ad.AnnData(
+        X=counts,
+        obs=pd.DataFrame({"in_tissue": 1}, index=[f"ps{i}" for i in range(len(centres))]),
+        var=spots.var.copy(),
+    )
+    pseudo.obsm["spatial"] = centres
+    pseudo.write_h5ad(paths.st)
+    meta.update({"st_technology": "Xenium", "spot_diameter": PITCH_UM, "inter_spot_dist": PITCH_UM})
+    paths.metadata.write_text(json.dumps(meta))
+    return paths, gx.shape
+
+
+def test_the_square_lattice_is_read_from_the_pixel_centres(xenium_like):
+    paths, (rows, cols) = xenium_like
+    a = ad.read_h5ad(paths.st)
+    rc = array_coords(a, "S1")
+    assert rc.min() == 0 and tuple(rc.max(0) + 1) == (rows, cols) and len(np.unique(rc, axis=0)) == len(rc)
+    np.testing.assert_array_equal(grid_positions(rc, a.obsm["spatial"], "S1"), rc)  # the global encoder's grid
+    # a hexagonal layout is not taken for a square one
+    hexagonal = np.array([[c * 2 + (r % 2), r * np.sqrt(3)] for r in range(4) for c in range(4)], float)
+    assert square_lattice(hexagonal) is None
+
+
+def test_tiles_and_smoothed_labels_follow_the_lattice(xenium_like, tmp_path):
+    paths, _ = xenium_like
+    g = tile_sample(paths, TileSpec.of(tile_px=32, target_mpp=2.0), tmp_path / "g.npz")
+    assert g.audit_facts()["technology"] == "Xenium" and g.audit_facts()["spot_pitch_um"] == PITCH_UM
+    genes = ad.read_h5ad(paths.st).var_names[:5].tolist()
+    build_sample_targets(paths.st, "S1", genes, TargetSpec.of(recipe="reference"), tmp_path / "t.h5ad")
+    t = ad.read_h5ad(tmp_path / "t.h5ad")
+    rc = t.obsm["array_coords"]
+    # an interior pseudo-spot: the mean of its 3 x 3 block of log10(1 + 1e4 c / sum over the chosen genes)
+    counts = t.layers["counts"].astype(float)
+    lib = counts.sum(1, keepdims=True)
+    y = np.log10(1 + 1e4 * counts / np.where(lib > 0, lib, 1))
+    i = int(np.flatnonzero((rc[:, 0] == 2) & (rc[:, 1] == 2))[0])
+    block = (np.abs(rc[:, 0] - 2) <= 1) & (np.abs(rc[:, 1] - 2) <= 1) & (lib[:, 0] > 0)
+    assert block.sum() == 9
+    np.testing.assert_allclose(t.X[i], y[block].mean(0), rtol=1e-5, atol=1e-6)
