@@ -57,6 +57,25 @@ class SamplePaths:
         return {"slide": str(self.slide), "st": str(self.st), "metadata": str(self.metadata)}
 
 
+# side of the downscaled full-resolution image HEST keeps in a sample's .h5ad (at most, in pixels)
+DOWNSCALED_PX = 1024
+
+
+def hest_spatial_uns(image: np.ndarray, spot_diameter_px: float | None) -> dict:
+    """``uns['spatial']`` as HEST's own loader (``hest.read_HESTData``) expects it: a downscaled copy of the
+    full-resolution image under ``['ST']['images']['downscaled_fullres']`` and its scale factor."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    factor = min(1.0, DOWNSCALED_PX / max(h, w))
+    size = (max(1, int(round(w * factor))), max(1, int(round(h * factor))))
+    small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+    factors = {"tissue_downscaled_fullres_scalef": float(factor)}
+    if spot_diameter_px:
+        factors["spot_diameter_fullres"] = float(spot_diameter_px)
+    return {"ST": {"images": {"downscaled_fullres": small}, "scalefactors": factors}}
+
+
 def check_spots_inside(centres: np.ndarray, barcodes, dims: tuple[int, int], sample: str, path, image="") -> None:
     """Fail, naming the sample and up to three spots, when a spot centre lies outside the ``dims`` (w, h) image."""
     w, h = dims

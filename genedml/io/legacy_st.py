@@ -34,7 +34,7 @@ import pandas as pd
 import genedml
 from genedml.atomic import atomic_path, write_json
 from genedml.errors import InputError
-from genedml.io.hest import SamplePaths, check_spots_inside
+from genedml.io.hest import SamplePaths, check_spots_inside, hest_spatial_uns
 from genedml.pipeline.spec import StageSpec
 
 log = logging.getLogger(__name__)
@@ -258,11 +258,14 @@ def import_section(
     check_spots_inside(pixel, common, image.shape[1::-1], sample, files.spots, image=files.image)
     mpp_value, source, fit = _pixel_size(spots[["x", "y"]].to_numpy(float), pixel, spec.technology, mpp, files, sample)
     adata = _section_anndata(common, genes, counts, spots, pixel, spec.technology)
+    tech = TECHNOLOGIES[spec.technology]
+    adata.uns["spatial"] = hest_spatial_uns(image, tech["spot_diameter"] / mpp_value)  # for HEST's own loader
     meta = {
         "id": sample,
         "subseries": files.section,
         "patient": patient or "",
         "dataset_title": dataset or "",
+        "organ": "",  # not in the legacy files
         **_technology_facts(spec.technology),
         "pixel_size_um_estimated": mpp_value,
         "pixel_size_um_source": source,

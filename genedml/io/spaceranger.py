@@ -39,7 +39,7 @@ import pandas as pd
 import genedml
 from genedml.atomic import atomic_path, write_json
 from genedml.errors import InputError
-from genedml.io.hest import SamplePaths, check_raw_counts, check_spots_inside
+from genedml.io.hest import SamplePaths, check_raw_counts, check_spots_inside, hest_spatial_uns
 from genedml.pipeline.spec import StageSpec
 
 log = logging.getLogger(__name__)
@@ -280,10 +280,12 @@ def import_spaceranger(
                 adata.n_obs,
                 side,
             )
+    adata.uns["spatial"] = hest_spatial_uns(image, diameter / mpp)  # for HEST's own loader
     meta = {
         "id": sample,
         "patient": patient,
         "dataset_title": dataset,
+        "organ": "",
         "st_technology": technology,
         "spot_diameter": diameter,
         "inter_spot_dist": pitch,

@@ -86,6 +86,12 @@ def test_import_keeps_raw_counts_barcodes_and_positions(imported_c3):
     # HEST's convention for legacy ST: the id's x is array_row, y array_col
     np.testing.assert_array_equal(a.obs["array_row"], spots.loc[a.obs_names, "x"])
     np.testing.assert_array_equal(a.obs["array_col"], spots.loc[a.obs_names, "y"])
+    # what HEST's own loader (hest.read_HESTData) reads: a downscaled image and its scale factor in uns
+    st = a.uns["spatial"]["ST"]
+    small, factor = st["images"]["downscaled_fullres"], st["scalefactors"]["tissue_downscaled_fullres_scalef"]
+    with openslide.OpenSlide(str(out / "wsis/C3.tif")) as slide:
+        w, h = slide.dimensions
+    assert max(small.shape[:2]) <= 1024 and small.shape[:2] == (round(h * factor), round(w * factor))
     # a HEST file without the columns: the "{x}x{y}" ids are read with the same convention
     from genedml.io.hest import array_coords
 
