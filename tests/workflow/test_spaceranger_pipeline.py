@@ -87,15 +87,45 @@ def test_the_report_audits_each_samples_geometry(run):
 @pytest.mark.parametrize("pseudo_spot_um", [None, 48.0], ids=["16um-bins", "pooled-48um"])
 def test_visium_hd_runs_on_its_bins_or_pooled_pseudo_spots(pseudo_spot_um, tmp_path):
     data = need_shared("squidpy_visium_crop").parent
-    outs, image = write_visium_hd_outs(data, tmp_path / "inputs", bin_um=16, window_um=240.0)
+    window = 160.0 if pseudo_spot_um is None else 240.0  # 10 x 10 bins, or 5 x 5 pseudo-spots of 3 x 3 bins
+    outs, image = write_visium_hd_outs(data, tmp_path / "inputs", bin_um=16, window_um=window)
     inputs = {s: (p, outs, image) for s, p in (("H1", "PA"), ("H2", "PB"), ("H3", "PC"))}
-    # the pooled run goes to the report; the bins' run (225 a section) to the metrics
-    targets = [] if pseudo_spot_um else ["results/metrics/summary.tsv"]
-    seconds = run_samples(tmp_path, inputs, {"hd_bin_um": 16, "hd_pseudo_spot_um": pseudo_spot_um}, *targets)
+    seconds = run_samples(tmp_path, inputs, {"hd_bin_um": 16, "hd_pseudo_spot_um": pseudo_spot_um})
+    assert (tmp_path / "results/report.md").exists()
     summary = pd.read_csv(tmp_path / "results/metrics/summary.tsv", sep="\t")
     assert summary.loc[(summary["metric"] == "PCC_A") & (summary["head"] == "ridge"), "n_folds"].iloc[0] == 3
     meta = json.loads((tmp_path / "results/import/spaceranger/hest/metadata/H1.json").read_text())
     targets_h1 = ad.read_h5ad(tmp_path / "results/targets/H1.h5ad")
-    assert targets_h1.n_obs == (225 if pseudo_spot_um is None else 25)  # 15 x 15 bins, or 5 x 5 pseudo-spots
+    assert targets_h1.n_obs == (100 if pseudo_spot_um is None else 25)
     assert meta["spot_diameter"] == (16 if pseudo_spot_um is None else 48)
     print(f"Visium HD pipeline run ({'bins' if pseudo_spot_um is None else 'pooled'}): {seconds:.0f} s")
+
+
+def test_xenium_like_pseudo_spots_run_to_the_report(demo_hest, tmp_path):
+    """HEST-shaped pseudo-spot samples (square lattice, no array coordinates): source hest, whole pipeline."""
+    from support.pseudo_spots import write_xenium_like
+
+    hest = tmp_path / "hest"
+    for sample in ("S1", "S2", "S3"):
+        write_xenium_like(demo_hest, sample, hest)
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text("sample\tpatient\tdataset\nS1\tPA\txenium_like\nS2\tPB\txenium_like\nS3\tPC\txenium_like\n")
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["heads"] = {"ridge": config["heads"]["ridge"]}
+    path = write_config(
+        tmp_path,
+        config,
+        samples=str(sheet),
+        data={"source": "hest", "hest_dir": str(hest)},
+        tiles={"tile_px": 32, "target_mpp": 2.0},
+        genes={"n_top": 40},
+        report={"pcc_h_genes": 20},
+    )
+    t0 = time.perf_counter()
+    snakemake(tmp_path, path, "--cores", "2", "--set-threads", "train=1")
+    audit = pd.read_csv(tmp_path / "results/report/tables/geometry.tsv", sep="\t").set_index("sample")
+    assert (audit["technology"] == "Xenium").all() and (audit["pitch µm"] == 55).all()
+    assert "square lattice" in (tmp_path / "results/logs/tile/S1.log").read_text()
+    targets = ad.read_h5ad(tmp_path / "results/targets/S1.h5ad")
+    assert targets.uns["genedml_targets"]["grid"] == "square"  # Chebyshev label smoothing on the lattice
+    print(f"Xenium-like pipeline run: {time.perf_counter() - t0:.0f} s")

@@ -1,51 +1,21 @@
 """HEST-shaped pseudo-spot samples (Xenium and other binned data: a square lattice, no array coordinates in
 obs): the lattice is read from the pixel centres and drives tiling, label smoothing and the global grid."""
 
-import json
-import shutil
-
 import anndata as ad
 import numpy as np
-import pandas as pd
 import pytest
-from scipy.spatial import cKDTree
 
-from genedml.io.hest import SamplePaths, array_coords, square_lattice
+from genedml.io.hest import array_coords, square_lattice
 from genedml.networks.context import grid_positions
 from genedml.study.targets import TargetSpec, build_sample_targets
 from genedml.tiles.geometry import TileSpec, tile_sample
-
-PITCH_UM = 55.0
+from support.pseudo_spots import PITCH_UM, write_xenium_like
 
 
 @pytest.fixture
 def xenium_like(demo_hest, tmp_path):
-    """The demo section S1's slide with 55 µm square pseudo-spots over it, counts drawn from the nearest demo
-    spot, ids that are not array positions, and Xenium metadata."""
-    root = tmp_path / "hest"
-    shutil.copytree(demo_hest, root)
-    paths = SamplePaths.in_hest_dir(root, "S1")
-    meta = json.loads(paths.metadata.read_text())
-    mpp = float(meta["pixel_size_um_estimated"])
-    spots = ad.read_h5ad(paths.st)
-    xy = np.asarray(spots.obsm["spatial"], float)
-    pitch = PITCH_UM / mpp
-    lo, hi = xy.min(0) + pitch, xy.max(0) - pitch
-    gx, gy = np.meshgrid(np.arange(lo[0], hi[0], pitch), np.arange(lo[1], hi[1], pitch))
-    centres = np.stack([gx.ravel(), gy.ravel()], 1)
-    _, nearest = cKDTree(xy).query(centres)
-    x = spots.X.toarray() if hasattr(spots.X, "toarray") else np.asarray(spots.X)
-    counts = np.random.default_rng(0).poisson(x[nearest] * 0.3).astype(np.int32)
-    pseudo = ad.AnnData(
-        X=counts,
-        obs=pd.DataFrame({"in_tissue": 1}, index=[f"ps{i}" for i in range(len(centres))]),
-        var=spots.var.copy(),
-    )
-    pseudo.obsm["spatial"] = centres
-    pseudo.write_h5ad(paths.st)
-    meta.update({"st_technology": "Xenium", "spot_diameter": PITCH_UM, "inter_spot_dist": PITCH_UM})
-    paths.metadata.write_text(json.dumps(meta))
-    return paths, gx.shape
+    """Demo section S1's slide with 55 µm square pseudo-spots over it (``support.pseudo_spots``)."""
+    return write_xenium_like(demo_hest, "S1", tmp_path / "hest")
 
 
 def test_the_square_lattice_is_read_from_the_pixel_centres(xenium_like):
