@@ -17,26 +17,31 @@ pytestmark = pytest.mark.pipeline
 SAMPLES = [("V1", "PA", True, 3), ("V2", "PB", False, 0), ("V3", "PC", True, 0)]
 
 
-def run_samples(work, inputs: dict, data: dict, *targets: str) -> float:
-    """Run the pipeline on ``inputs`` (sample -> (patient, outs, image)) with ridge; the seconds it took."""
+def run_config(work, sheet, data: dict):
+    """A tiny config (ridge only, 32 px tiles at 2 µm/px) for the sample sheet ``sheet`` and ``data`` slice."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["heads"] = {"ridge": config["heads"]["ridge"]}
+    return write_config(
+        work,
+        config,
+        samples=str(sheet),
+        data=data,
+        tiles={"tile_px": 32, "target_mpp": 2.0},
+        genes={"n_top": 40},
+        report={"pcc_h_genes": 20},
+    )
+
+
+def run_samples(work, inputs: dict, data: dict) -> float:
+    """Run the pipeline on Space Ranger ``inputs`` (sample -> (patient, outs, image)); the seconds it took."""
     sheet = work / "samples.tsv"
     sheet.write_text(
         "sample\tpatient\tdataset\tspaceranger\timage\n"
         + "".join(f"{s}\t{p}\tvisium_crop\t{o}\t{i}\n" for s, (p, o, i) in inputs.items())
     )
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["heads"] = {"ridge": config["heads"]["ridge"]}
-    path = write_config(
-        work,
-        config,
-        samples=str(sheet),
-        data={"source": "spaceranger", **data},
-        tiles={"tile_px": 32, "target_mpp": 2.0},
-        genes={"n_top": 40},
-        report={"pcc_h_genes": 20},
-    )
+    path = run_config(work, sheet, {"source": "spaceranger", **data})
     t0 = time.perf_counter()
-    snakemake(work, path, "--cores", "2", "--set-threads", "train=1", *(["--", *targets] if targets else []))
+    snakemake(work, path, "--cores", "2", "--set-threads", "train=1")
     return time.perf_counter() - t0
 
 
@@ -110,17 +115,7 @@ def test_xenium_like_pseudo_spots_run_to_the_report(demo_hest, tmp_path):
         write_xenium_like(demo_hest, sample, hest)
     sheet = tmp_path / "samples.tsv"
     sheet.write_text("sample\tpatient\tdataset\nS1\tPA\txenium_like\nS2\tPB\txenium_like\nS3\tPC\txenium_like\n")
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["heads"] = {"ridge": config["heads"]["ridge"]}
-    path = write_config(
-        tmp_path,
-        config,
-        samples=str(sheet),
-        data={"source": "hest", "hest_dir": str(hest)},
-        tiles={"tile_px": 32, "target_mpp": 2.0},
-        genes={"n_top": 40},
-        report={"pcc_h_genes": 20},
-    )
+    path = run_config(tmp_path, sheet, {"source": "hest", "hest_dir": str(hest)})
     t0 = time.perf_counter()
     snakemake(tmp_path, path, "--cores", "2", "--set-threads", "train=1")
     audit = pd.read_csv(tmp_path / "results/report/tables/geometry.tsv", sep="\t").set_index("sample")
