@@ -76,6 +76,36 @@ def hest_spatial_uns(image: np.ndarray, spot_diameter_px: float | None) -> dict:
     return {"ST": {"images": {"downscaled_fullres": small}, "scalefactors": factors}}
 
 
+def free_outputs(out_dir, sample: str, overwrite: bool) -> dict[str, Path]:
+    """The slide, expression and metadata paths a converter writes for ``sample`` under ``out_dir``; existing
+    ones are an error unless ``overwrite`` (checked before any input is read)."""
+    paths = SamplePaths.layout(Path(out_dir), sample)
+    outputs = {"slide": paths.slide, "st": paths.st, "metadata": paths.metadata}
+    existing = [str(p) for p in outputs.values() if p.exists()]
+    if existing and not overwrite:
+        raise InputError(f"output exists ({', '.join(existing)}); pass --overwrite to replace it", sample, existing[0])
+    return outputs
+
+
+def write_sample(outputs: dict, sample: str, image, mpp: float, quality: int, adata, meta: dict, spot_px) -> None:
+    """Write a converted sample as HEST ships one: pyramidal TIFF (µm/px in its tags), the .h5ad with HEST's
+    ``uns['spatial']`` (``hest_spatial_uns``; ``spot_px`` the spot diameter in pixels) and the metadata JSON,
+    under temporary names renamed together, so a failure leaves none of them."""
+    import contextlib
+
+    from genedml.atomic import atomic_path, write_json
+    from genedml.io.tiff import write_pyramidal_tiff
+
+    adata.uns["spatial"] = hest_spatial_uns(image, spot_px)  # for HEST's own loader
+    with contextlib.ExitStack() as stack:
+        tmp = {k: stack.enter_context(atomic_path(p)) for k, p in outputs.items()}
+        log.info("%s: writing pyramidal TIFF (%d x %d px, %.4f µm/px)", sample, image.shape[1], image.shape[0], mpp)
+        write_pyramidal_tiff(tmp["slide"], image, mpp, quality=quality)
+        adata.write_h5ad(tmp["st"])
+        write_json(tmp["metadata"], meta)
+    log.info("%s: %d spots x %d genes written to %s", sample, adata.n_obs, adata.n_vars, outputs["st"].parent.parent)
+
+
 def check_spots_inside(centres: np.ndarray, barcodes, dims: tuple[int, int], sample: str, path, image="") -> None:
     """Fail, naming the sample and up to three spots, when a spot centre lies outside the ``dims`` (w, h) image."""
     w, h = dims

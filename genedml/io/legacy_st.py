@@ -20,7 +20,6 @@ step is 50 µm and a row step 100·√3/2 µm). The estimate and its two axes ar
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import logging
 import os
@@ -32,9 +31,8 @@ import numpy as np
 import pandas as pd
 
 import genedml
-from genedml.atomic import atomic_path, write_json
 from genedml.errors import InputError
-from genedml.io.hest import SamplePaths, check_spots_inside, hest_spatial_uns
+from genedml.io.hest import check_spots_inside, free_outputs, write_sample
 from genedml.pipeline.spec import StageSpec
 
 log = logging.getLogger(__name__)
@@ -223,11 +221,6 @@ class ImportSpec(StageSpec):
     jpeg_quality: int
 
 
-def _outputs(out_dir: Path, sample: str) -> dict[str, Path]:
-    paths = SamplePaths.layout(out_dir, sample)
-    return {"slide": paths.slide, "st": paths.st, "metadata": paths.metadata}
-
-
 def import_section(
     files: LegacyFiles,
     out_dir: str | os.PathLike,
@@ -243,13 +236,8 @@ def import_section(
     Everything is read and checked before anything is written; the three outputs are written under
     temporary names and renamed together, so a failure leaves none of them.
     """
-    from genedml.io.tiff import write_pyramidal_tiff
-
     sample = sample or files.section
-    outputs = _outputs(Path(out_dir), sample)
-    existing = [str(p) for p in outputs.values() if p.exists()]
-    if existing and not overwrite:
-        raise InputError(f"output exists ({', '.join(existing)}); pass --overwrite to replace it", sample, existing[0])
+    outputs = free_outputs(out_dir, sample, overwrite)
 
     common, genes, counts, spots = _spots_with_counts(files, sample)
     pixel = spots[["pixel_x", "pixel_y"]].to_numpy(float)
@@ -258,8 +246,6 @@ def import_section(
     check_spots_inside(pixel, common, image.shape[1::-1], sample, files.spots, image=files.image)
     mpp_value, source, fit = _pixel_size(spots[["x", "y"]].to_numpy(float), pixel, spec.technology, mpp, files, sample)
     adata = _section_anndata(common, genes, counts, spots, pixel, spec.technology)
-    tech = TECHNOLOGIES[spec.technology]
-    adata.uns["spatial"] = hest_spatial_uns(image, tech["spot_diameter"] / mpp_value)  # for HEST's own loader
     meta = {
         "id": sample,
         "subseries": files.section,
@@ -278,15 +264,8 @@ def import_section(
         "imported_from": {"counts": str(files.counts), "spots": str(files.spots), "image": str(files.image)},
         "genedml_version": genedml.__version__,
     }
-    with contextlib.ExitStack() as stack:
-        tmp = {k: stack.enter_context(atomic_path(p)) for k, p in outputs.items()}
-        log.info(
-            "%s: writing pyramidal TIFF (%d x %d px, %.4f µm/px)", sample, image.shape[1], image.shape[0], mpp_value
-        )
-        write_pyramidal_tiff(tmp["slide"], image, mpp_value, quality=spec.jpeg_quality)
-        adata.write_h5ad(tmp["st"])
-        write_json(tmp["metadata"], meta)
-    log.info("%s: %d spots x %d genes written to %s", sample, adata.n_obs, adata.n_vars, Path(out_dir))
+    spot_px = TECHNOLOGIES[spec.technology]["spot_diameter"] / mpp_value
+    write_sample(outputs, sample, image, mpp_value, spec.jpeg_quality, adata, meta, spot_px)
     return meta
 
 

@@ -37,9 +37,8 @@ import numpy as np
 import pandas as pd
 
 import genedml
-from genedml.atomic import atomic_path, write_json
 from genedml.errors import InputError
-from genedml.io.hest import SamplePaths, check_raw_counts, check_spots_inside, hest_spatial_uns
+from genedml.io.hest import check_raw_counts, check_spots_inside, free_outputs, write_sample
 from genedml.pipeline.spec import StageSpec
 
 log = logging.getLogger(__name__)
@@ -221,13 +220,7 @@ def import_spaceranger(
     Everything is read and checked first; the three outputs are renamed into place together."""
     import scanpy as sc
 
-    from genedml.io.tiff import write_pyramidal_tiff
-
-    layout = SamplePaths.layout(Path(out_dir), sample)
-    outputs = {"slide": layout.slide, "st": layout.st, "metadata": layout.metadata}
-    existing = [str(p) for p in outputs.values() if p.exists()]
-    if existing and not overwrite:
-        raise InputError(f"output exists ({', '.join(existing)}); pass --overwrite to replace it", sample, existing[0])
+    outputs = free_outputs(out_dir, sample, overwrite)
     log.info("%s: reading %s", sample, files.matrix)
     try:
         adata = sc.read_10x_h5(str(files.matrix))
@@ -280,7 +273,6 @@ def import_spaceranger(
                 adata.n_obs,
                 side,
             )
-    adata.uns["spatial"] = hest_spatial_uns(image, diameter / mpp)  # for HEST's own loader
     meta = {
         "id": sample,
         "patient": patient,
@@ -300,11 +292,5 @@ def import_spaceranger(
         "imported_from": {"spaceranger": str(files.outs), "image": str(files.image), "positions": files.positions.name},
         "genedml_version": genedml.__version__,
     }
-    with contextlib.ExitStack() as stack:
-        tmp = {k: stack.enter_context(atomic_path(p)) for k, p in outputs.items()}
-        log.info("%s: writing pyramidal TIFF (%d x %d px, %.4f µm/px)", sample, image.shape[1], image.shape[0], mpp)
-        write_pyramidal_tiff(tmp["slide"], image, mpp, quality=spec.jpeg_quality)
-        adata.write_h5ad(tmp["st"])
-        write_json(tmp["metadata"], meta)
-    log.info("%s: %d spots x %d genes written to %s", sample, adata.n_obs, adata.n_vars, Path(out_dir))
+    write_sample(outputs, sample, image, mpp, spec.jpeg_quality, adata, meta, diameter / mpp)
     return meta

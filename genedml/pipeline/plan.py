@@ -38,15 +38,17 @@ def select_heads(heads: dict, keep: list | None) -> dict:
     return {h: heads[h] for h in keep}
 
 
-def check_heads(heads: dict) -> None:
-    """Resolve every head's settings now, so that a typo fails when the run starts, naming the head."""
+def check_heads(heads: dict) -> dict:
+    """Every head's resolved settings, resolved now so that a typo fails when the run starts, naming the head."""
     from genedml.heads import head_class
 
+    resolved = {}
     for name, cfg in heads.items():
         try:
-            head_class(cfg["type"]).settings(cfg)
+            resolved[name] = head_class(cfg["type"]).settings(cfg)
         except ValueError as exc:
             raise ValueError(f"config heads.{name}: {exc}") from None
+    return resolved
 
 
 def data_folder(data: dict) -> str | None:
@@ -81,7 +83,7 @@ class RunPlan:
             name: {"protocol": config["protocol"], **cfg}
             for name, cfg in select_heads(config["heads"], config["run_heads"]).items()
         }
-        check_heads(self.heads)
+        self.resolved = check_heads(self.heads)  # resolved once: rules ask per job
         self.encoder = config["encoder"]["name"]
         # where the sections are read: generated (demo), converted (legacy_st) or a HEST-1k folder
         self.hest_dir = CONVERTED.get(self.source, self.folder)
@@ -155,10 +157,7 @@ class RunPlan:
     # --- heads -------------------------------------------------------------------------------------
     def settings(self, head: str) -> dict:
         """A head's resolved settings (its size, preset and variant applied)."""
-        from genedml.heads import head_class
-
-        cfg = self.heads[head]
-        return head_class(cfg["type"]).settings(cfg)
+        return self.resolved[head]
 
     def gene_semantics_file(self, head: str) -> str:
         """The gene-embedding file a head reads ('' for heads that need none, decided from its resolved
