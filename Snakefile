@@ -30,6 +30,9 @@ rule all:
         "results/metrics/summary.tsv",
         "results/report.md",
         "results/report",
-        expand("results/predictions/{head}/{sample}.h5ad", head=HEADS, sample=SAMPLES),
+        # the caches are products too: a deleted feature or spot-image store is rebuilt (docs/embedding.md)
+        [RUN.features_path(s) for s in SAMPLES],
+        RUN.spot_image_stores(),
+        expand("results/predictions/{head}/{sample}.h5ad", head=HEADS, sample=TEST_SAMPLES),
         # sections without counts, when config `predict` lists some
         expand("results/predict/{head}/{sample}.h5ad", head=PREDICT_HEADS, sample=PREDICT_SAMPLES),

@@ -49,6 +49,68 @@ def renamed_hint(unknown) -> str:
     return f" ({'; '.join(hints)})" if hints else ""
 
 
+# bounds of the settings several heads share (a value out of range would train nothing, or fail late)
+SETTING_BOUNDS = {
+    "epochs": (1, None),
+    "batch_size": (1, None),
+    "eval_batch_size": (1, None),
+    "patience": (0, None),
+    "log_every": (1, None),
+    "step_size": (1, None),
+    "lr": (0, None, "exclusive"),
+    "weight_decay": (0, None),
+    "gamma": (0, 1, "exclusive"),
+    "dropout": (0, 1),
+    "pca": (0, None),
+}
+
+
+def _kind_of(value) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if isinstance(value, dict):
+        return "mapping"
+    return type(value).__name__
+
+
+# what may stand where the default is a number / a flag (a list: per-layer sizes such as stnet's hidden)
+ACCEPTED = {"integer": {"integer", "list"}, "number": {"integer", "number", "list"}, "boolean": {"boolean"}}
+
+
+def check_setting_values(kind: str, settings: dict, defaults: dict, given: dict) -> None:
+    """The numbers and flags a config gave (``given``) have their defaults' types (``ACCEPTED``: "ten" or 3.5
+    epochs is an error, not a late traceback) and lie within ``SETTING_BOUNDS``. Strings and lists are left to
+    each head's own checks of its choices."""
+    for key, value in given.items():
+        default = defaults.get(key)
+        want, have = _kind_of(default), _kind_of(value)
+        if default is not None and value is not None and want in ACCEPTED and have not in ACCEPTED[want]:
+            article = "an" if want[0] in "aeiou" else "a"
+            raise ValueError(f"{kind} {key} must be {article} {want} (like its default {default!r}), not {value!r}")
+    for key, (lo, hi, *how) in SETTING_BOUNDS.items():
+        value = settings.get(key)
+        if key not in settings or value is None:
+            continue
+        if _kind_of(value) not in ("integer", "number"):
+            raise ValueError(f"{kind} {key} must be a number, not {value!r}")
+        exclusive = bool(how)
+        low_bad = lo is not None and (value <= lo if exclusive else value < lo)
+        high_bad = hi is not None and (value >= hi if exclusive else value > hi)
+        if low_bad or high_bad:
+            span = f"{'>' if exclusive else '>='} {lo}" + (
+                f" and {'<' if exclusive else '<='} {hi}" if hi is not None else ""
+            )
+            raise ValueError(f"{kind} {key} must be {span}, not {value!r}")
+
+
 class Head:
     """Base class. Subclasses set ``kind`` and ``defaults`` and implement fit / predict / save / load.
 
@@ -63,8 +125,16 @@ class Head:
     COMMON = {"seed": 0, "protocol": schema.part("protocol")["default"]}
 
     def __init__(self, params: dict, seed: int = 0):
-        self.params = self.settings(params)
+        self.params = self.checked_settings(params)
         self.seed = int(seed)
+
+    @classmethod
+    def checked_settings(cls, params: dict | None) -> dict:
+        """``settings`` with every given value checked against its default's type and the shared bounds."""
+        resolved = cls.settings(params)
+        defaults = cls.settings({"type": cls.kind, **({"size": params["size"]} if params and "size" in params else {})})
+        check_setting_values(cls.kind, resolved, defaults, section_settings(cls.kind, params))
+        return resolved
 
     @classmethod
     def known_settings(cls) -> dict:

@@ -14,6 +14,10 @@ select is the protocol's business (``genedml.heads.train``): the inner validatio
 or the test fold (``reference``); with none, the last epoch is kept. A non-finite loss stops training
 with an error naming the head, the fold and the epoch. Per-epoch losses and the selection PCC go to
 ``history.csv`` next to the checkpoint.
+
+The checkpoint ``model.pt`` holds tensors and plain Python values only and is read with
+``torch.load(weights_only=True)``; a file that needs full unpickling (an older genedml's, or a crafted one)
+is refused (``UnsafeModelFile``), never loaded.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genedml.errors import InputError
 from genedml.evaluation.metrics import nanmean, pearson_per_gene
 from genedml.heads.base import Head, Section
 from genedml.heads.inputs import batch_views, check_choice
@@ -493,34 +498,109 @@ class TorchHead(Head):
         return self._predict_tensors(section_tensors(section, self.device())).astype(np.float32)
 
     def save(self, directory: Path) -> None:
+        """``model.pt``: the state dict (tensors) and plain Python facts only, so that ``load`` reads it with
+        ``torch.load(weights_only=True)``. Settings or sizes of other types go to ``model_meta.json``."""
         import pandas as pd
         import torch
 
         directory = Path(directory)
-        torch.save(
-            {
-                "state_dict": self.model.state_dict(),
-                "dims": self.dims,
-                "params": self.params,
-                "seed": self.seed,
-                "kind": self.kind,
-            },
-            directory / "model.pt",
-        )
+        state = {"state_dict": self.model.state_dict(), "seed": int(self.seed), "kind": self.kind}
+        meta_path = directory / MODEL_META
+        if _is_plain(self.dims) and _is_plain(self.params):
+            state.update(dims=self.dims, params=self.params)
+            meta_path.unlink(missing_ok=True)
+        else:
+            meta = {"dims": self.dims, "params": self.params}
+            meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True, default=_json_value))
+            state["meta_file"] = MODEL_META
+        torch.save(state, directory / MODEL_FILE)
         pd.DataFrame(self.history).to_csv(directory / "history.csv", index=False)
         (directory / "params.json").write_text(json.dumps(self.params, indent=2, sort_keys=True, default=str))
 
     @classmethod
     def load(cls, directory: Path, params: dict | None = None) -> TorchHead:
-        import torch
-
-        state = torch.load(Path(directory) / "model.pt", map_location="cpu", weights_only=False)
-        head = cls(state["params"], seed=state["seed"])
-        head.dims = state["dims"]
+        path = Path(directory) / MODEL_FILE
+        state = load_weights_only(path)
+        if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
+            raise InputError("not a genedml model file (no state_dict)", None, path)
+        if state.get("kind", cls.kind) != cls.kind:
+            raise InputError(f"a {state['kind']} model, not a {cls.kind} one", None, path)
+        if "meta_file" in state:
+            meta_path = Path(directory) / MODEL_META
+            try:
+                meta = json.loads(meta_path.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise InputError(
+                    f"the model's settings cannot be read ({e}; rerun the train step)", None, meta_path
+                ) from e
+            dims, settings = meta.get("dims"), meta.get("params")
+        else:
+            dims, settings = state.get("dims"), state.get("params")
+        if not isinstance(dims, dict) or not isinstance(settings, dict):
+            raise InputError("the model file lacks its sizes (dims) or settings (params)", None, path)
+        head = cls(settings, seed=int(state.get("seed", 0)))
+        head.dims = dims
         head.model = head.build_model(head.dims)
         head.model.load_state_dict(state["state_dict"])
         head.model.to(head.device())
         return head
+
+
+MODEL_FILE = "model.pt"
+MODEL_META = "model_meta.json"  # a head's sizes and settings when they are not plain Python values
+
+UNSAFE_FORMAT = (
+    "this model file is in a format that can execute code when loaded (a Python pickle), so genedml no "
+    "longer loads it; retrain the head (rerun the train step) to write a safe model file"
+)
+
+
+class UnsafeModelFile(InputError):
+    """A fold model written by an older genedml (a pickle, or a ``model.pt`` that weights-only loading
+    refuses): never loaded, since loading it could execute code."""
+
+    def __init__(self, path):
+        super().__init__(UNSAFE_FORMAT, None, path)
+
+
+def load_weights_only(path: Path):
+    """``torch.load(path, weights_only=True)`` on the CPU; a file that needs more (arbitrary pickled objects)
+    raises ``UnsafeModelFile`` and is never loaded any other way."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("the model file is missing (rerun the train step)", None, path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeModelFile(path) from e
+
+
+_PLAIN_SCALARS = (str, int, float, bool, type(None))
+
+
+def _is_plain(value) -> bool:
+    """Whether ``value`` is made of str, int, float, bool, None, lists, tuples and dicts only (what
+    weights-only loading accepts besides tensors)."""
+    if type(value) in _PLAIN_SCALARS:
+        return True
+    if type(value) in (list, tuple):
+        return all(_is_plain(v) for v in value)
+    if type(value) is dict:
+        return all(type(k) in _PLAIN_SCALARS and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def _json_value(value):
+    """A JSON value for a setting of another type (numpy scalars and arrays, paths, anything else as text)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
 
 
 def _peak_gpu_mb(device: str) -> float | None:

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".btf")
 # µm/px an H&E scan can have (40x ~0.25, 20x ~0.5, legacy ST images ~1); slide tags outside it are not trusted
-PLAUSIBLE_MPP = (0.1, 2.0)
+PLAUSIBLE_MPP = (0.1, 5.0)  # µm/px of H&E scans; HEST-1k v1.1 estimates 0.14-3.24
 # tags and metadata further apart than this are reported (HEST's TIFFs carry tags 10x off, HEST issue #106)
 MPP_DISAGREEMENT = 0.10
 
@@ -143,9 +143,10 @@ def metadata_mpp(meta: dict) -> float | None:
     return None
 
 
-def resolve_mpp(meta: dict, slide, sample: str, slide_path) -> tuple[float, str]:
-    """Pixel size of level 0 and where it came from: the metadata's, else the slide's resolution tags when
-    they are plausible for H&E; fails clearly when nothing usable states it.
+def resolve_mpp(meta: dict, slide, sample: str, slide_path, metadata_path=None) -> tuple[float, str]:
+    """Pixel size of level 0 and where it came from: the metadata's when it is plausible for H&E
+    (``PLAUSIBLE_MPP``, else an error), else the slide's resolution tags when they are; fails clearly when
+    nothing usable states it. (``genedml.io.pixel_size.check_pixel_size`` then checks it against the spots.)
 
     The two are compared when both exist: HEST's pyramidal TIFFs write pixels per cm where pixels per mm are
     meant, so OpenSlide reports a tenth of the real µm/px (0.069 for 0.69). A disagreement of more than 10% is
@@ -153,6 +154,20 @@ def resolve_mpp(meta: dict, slide, sample: str, slide_path) -> tuple[float, str]
     from genedml.io.slide import tiff_mpp
 
     stated, tags = metadata_mpp(meta), tiff_mpp(slide)
+    lo, hi = PLAUSIBLE_MPP
+    if stated is not None and not lo <= stated <= hi:
+        estimated = metadata_mpp({"pixel_size_um_estimated": meta.get("pixel_size_um_estimated")})
+        key = "pixel_size_um_estimated" if estimated is not None else "pixel_size_um_embedded"
+        raise InputError(
+            f"the metadata's {key} says {stated:.4g} µm/px, which is not plausible for H&E ({lo}-{hi} µm/px; "
+            f"40x scans are ~0.25, 20x ~0.5, legacy ST images ~0.7-1; a 10x error or a 72-dpi default "
+            f"(352.8 µm/px) gives tiles of a fraction of a pixel or of millimetres)"
+            + (f"; the slide's resolution tags say {tags:.4g} µm/px" if tags is not None else "")
+            + f'. Set "pixel_size_um_estimated" (µm per level-0 pixel of {Path(slide_path).name}) in '
+            f"metadata/{sample}.json to the slide's real pixel size (or data.mpp for a legacy ST import)",
+            sample,
+            metadata_path if metadata_path is not None else slide_path,
+        )
     if stated is not None:
         if tags is not None and abs(tags - stated) > MPP_DISAGREEMENT * stated:
             log.warning(
@@ -167,7 +182,6 @@ def resolve_mpp(meta: dict, slide, sample: str, slide_path) -> tuple[float, str]
             )
         return stated, "metadata"
     if tags is not None:
-        lo, hi = PLAUSIBLE_MPP
         if not lo <= tags <= hi:
             raise InputError(
                 f"the metadata states no pixel size and the slide's resolution tags say {tags:.4g} µm/px, which "
@@ -185,17 +199,77 @@ def resolve_mpp(meta: dict, slide, sample: str, slide_path) -> tuple[float, str]
     )
 
 
-def load_st(path: str | os.PathLike, sample: str, require_counts: bool = True):
-    """Read and validate a sample's AnnData: spatial centres, unique barcodes, raw integer counts."""
+def _not_hdf5(path: Path) -> str:
+    """What a file that should be an .h5ad but is not HDF5 looks like, from its first bytes."""
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if head.startswith(b"version https://git-lfs"):
+        return "is a Git LFS pointer, not the .h5ad itself (fetch it with `git lfs pull`)"
+    if head.startswith(b"\x1f\x8b"):
+        return "is gzip-compressed; decompress it (gunzip) to an .h5ad first"
+    if head.startswith(b"PK\x03\x04"):
+        return "is a ZIP archive, not an .h5ad; unpack it first"
+    if head.lstrip().lower().startswith((b"<!doctype", b"<html")):
+        return "is an HTML page (a failed download?), not an .h5ad"
+    return f"is not an HDF5 file (it starts with {head[:16]!r}); a truncated or failed download? fetch it again"
+
+
+def read_st(path: str | os.PathLike, sample: str):
+    """Read a user's section expression file (.h5ad) the one way every stage reads it.
+
+    Fails with an ``InputError`` naming the sample and the file when it is missing, a folder, empty (0 bytes),
+    not HDF5 or unreadable. Duplicate gene symbols in ``var`` are renamed the scanpy way
+    (``var_names_make_unique``: GENE, GENE-1, ...) with a warning, so gene choice, targets and tiles all see
+    the same names. Files genedml writes itself (targets, predictions) are read with plain anndata."""
+    import warnings
+
     import anndata as ad
+    import h5py
 
     path = Path(path)
     if not path.exists():
         raise InputError("expression file (.h5ad) not found", sample, path)
+    if path.is_dir():
+        raise InputError("expression file is a folder (a Zarr store?), not an .h5ad file", sample, path)
+    if path.stat().st_size == 0:
+        raise InputError(
+            "expression file (.h5ad) is empty (0 bytes): an interrupted download or copy? fetch it again",
+            sample,
+            path,
+        )
+    if not h5py.is_hdf5(path):
+        raise InputError(f"expression file (.h5ad) {_not_hdf5(path)}", sample, path)
     try:
-        adata = ad.read_h5ad(path)
+        with warnings.catch_warnings():  # duplicate symbols are handled (and reported) below
+            warnings.filterwarnings("ignore", message="Variable names are not unique")
+            adata = ad.read_h5ad(path)
     except Exception as exc:  # h5py / anndata raise many types for a broken file
         raise InputError(f"cannot read .h5ad ({type(exc).__name__}: {exc})", sample, path) from exc
+    names = adata.var_names
+    if names.has_duplicates:
+        counts = names.value_counts()
+        dup = counts[counts > 1]
+        first = [str(g) for g in names[names.duplicated(keep="first")].unique()[:5]]
+        adata.var_names_make_unique()
+        log.warning(
+            "sample %r, file %s: %d gene symbol(s) occur more than once in var (%d columns renamed), e.g. %s; "
+            "renamed the scanpy way (var_names_make_unique: %s, %s-1, ...) in every stage",
+            sample,
+            path,
+            len(dup),
+            int((dup - 1).sum()),
+            ", ".join(f"{g} ({int(counts[g])}x)" for g in first),
+            first[0],
+            first[0],
+        )
+    return adata
+
+
+def load_st(path: str | os.PathLike, sample: str, require_counts: bool = True):
+    """Read (``read_st``) and validate a sample's AnnData: spatial centres, unique barcodes, raw integer
+    counts; duplicate gene symbols are renamed (GENE, GENE-1, ...)."""
+    path = Path(path)
+    adata = read_st(path, sample)
     if "spatial" not in adata.obsm:
         raise InputError("obsm['spatial'] (spot centres in level-0 pixels) is missing", sample, path)
     spatial = np.asarray(adata.obsm["spatial"], dtype=float)
@@ -206,9 +280,6 @@ def load_st(path: str | os.PathLike, sample: str, require_counts: bool = True):
     dup = adata.obs_names[adata.obs_names.duplicated()]
     if len(dup):
         raise InputError(f"{len(dup)} duplicate barcodes, e.g. {', '.join(map(str, dup[:3].tolist()))}", sample, path)
-    dupg = adata.var_names[adata.var_names.duplicated()]
-    if len(dupg):
-        adata.var_names_make_unique()
     if require_counts:
         check_raw_counts(adata.X, sample, path)
     return adata

@@ -39,7 +39,33 @@ def read_sample_sheet(path: str | Path) -> pd.DataFrame:
         raise InputError(
             f"sample sheet rows {', '.join(str(i + 2) for i in empty)} have no sample or patient", None, path
         )
+    check_sheet_values(sheet, path)
     return sheet
+
+
+def check_sheet_values(sheet: pd.DataFrame, path=None) -> None:
+    """Every column the sample-sheet schema (workflow/schemas/samples.schema.yaml) gives a pattern matches it,
+    checked for the whole sheet at once (a value reaches file names and command lines)."""
+    import re
+
+    import yaml
+
+    from genedml.pipeline.schema import SCHEMA_PATH
+
+    columns = yaml.safe_load((SCHEMA_PATH.parent / "samples.schema.yaml").read_text())["properties"]
+    for column, rule in columns.items():
+        if column not in sheet.columns or "pattern" not in rule:
+            continue
+        values = sheet[column].fillna("").astype(str)
+        bad = values[~values.str.fullmatch(rule["pattern"].strip("^$"), flags=re.UNICODE)]
+        if len(bad):
+            rows = ", ".join(f"row {i + 2} {v!r}" for i, v in bad.head(5).items())
+            raise InputError(
+                f"sample sheet column {column!r} has values that are not allowed ({rows}): "
+                "use letters, digits, space and . _ + - only",
+                None,
+                path,
+            )
 
 
 def registry_sheet(
@@ -168,6 +194,7 @@ def run_sheet(samples, dataset: str | None, source: str, folder: str | None) -> 
             dataset, list(samples or []) or None, sample_naming(source), samples_present(source, folder)
         )
         path = None
+        check_sheet_values(sheet)
     if source in ("hest", "legacy_st"):
         check_sheet_files(sheet, source, folder)
     if source == "spaceranger":

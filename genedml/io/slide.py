@@ -27,12 +27,77 @@ def open_slide(path: str | os.PathLike, sample: str | None = None):
         w, h = slide.level_dimensions[-1]
         slide.read_region((0, 0), slide.level_count - 1, (min(w, 64), min(h, 64)))
         return slide
+    except openslide.OpenSlideUnsupportedFormatError as exc:  # a subclass of OpenSlideError: caught first
+        raise InputError(unsupported_slide_problem(path), sample, path) from exc
     except openslide.OpenSlideError as exc:
         raise InputError(f"OpenSlide cannot read this slide ({exc})", sample, path) from exc
-    except openslide.OpenSlideUnsupportedFormatError as exc:
-        raise InputError(
-            "not a slide format OpenSlide supports (pyramidal tiled TIFF, SVS, NDPI, ...)", sample, path
-        ) from exc
+
+
+CONVERT_HINT = (
+    "Convert it to a tiled pyramidal TIFF, e.g. `vips tiffsave IN OUT.tif --tile --pyramid --compression jpeg "
+    "--Q 90 --tile-width 256 --tile-height 256` (or, from Python, genedml.io.tiff.write_pyramidal_tiff(OUT, "
+    "rgb_array, mpp); a legacy-ST section's JPEG converts with `genedml import-st`), and keep its µm/px in "
+    "the sample's metadata JSON (pixel_size_um_estimated)"
+)
+
+_MAGIC = (
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"BM", "a BMP image"),
+    (b"GIF8", "a GIF image"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),
+    (b"PK\x03\x04", "a ZIP archive"),
+    (b"\x1f\x8b", "a gzip-compressed file"),
+    (b"version https://git-lfs", "a Git LFS pointer (the slide itself was never downloaded)"),
+)
+
+
+def unsupported_slide_problem(path: str | os.PathLike) -> str:
+    """The message for a file OpenSlide does not recognise: what the file is and what to do about it."""
+    what, is_image = describe_image_file(path)
+    supported = "genedml reads tiled, pyramidal TIFFs (and SVS, NDPI, MRXS, SCN, ...)"
+    todo = CONVERT_HINT if is_image else "The file is damaged or not an image: download or copy the slide again"
+    return f"not a slide format OpenSlide supports: the file is {what}. {supported}. {todo}"
+
+
+def describe_image_file(path: str | os.PathLike) -> tuple[str, bool]:
+    """What a file that OpenSlide refuses actually is, from its first bytes ("a JPEG image (named .tif)",
+    "a TIFF with strips, not tiles, and 1 level (400 x 300 px)", "empty (0 bytes)", ...), and whether it is
+    an image that can be converted."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(32)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})", False
+    if not head:
+        return "empty (0 bytes)", False
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return _describe_tiff(path)
+    named = f" (named {path.suffix})" if path.suffix else ""
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            is_image = what.endswith(" image")
+            return what + (named if is_image else ""), is_image
+    return f"not an image file (it starts with {head[:16]!r})", False
+
+
+def _describe_tiff(path: Path) -> tuple[str, bool]:
+    """("a TIFF with strips, not tiles, and 1 level (W x H px)", True) or the like, read with tifffile."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            series = tif.series[0] if tif.series else None
+            levels = len(series.levels) if series is not None else 1
+            # pyramids written as separate top-level pages (reduced-resolution subfiletype 1) count too
+            levels = max(levels, 1 + sum(1 for p in tif.pages[1:] if getattr(p, "subfiletype", 0) & 1))
+            layout = "tiles" if page.is_tiled else "strips, not tiles,"
+            size = f"{page.imagewidth} x {page.imagelength} px"
+            return f"a TIFF with {layout} and {levels} level{'s' if levels != 1 else ''} ({size})", True
+    except Exception as exc:  # noqa: BLE001 - a damaged TIFF: say so
+        return f"a damaged or unusual TIFF ({type(exc).__name__}: {exc})", False
 
 
 def tiff_mpp(slide) -> float | None:

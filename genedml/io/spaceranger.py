@@ -18,9 +18,11 @@ size over ``spot_diameter_fullres``, which is the bin's side in pixels). ``data.
 k x k bins (k = round(side / bin)) into square pseudo-spots: counts summed, positions averaged, array
 coordinates ``(row // k, col // k)``, ``in_tissue`` when any bin is, ``obs['n_bins']`` the bins pooled.
 
-The pixel size is HEST's rule for Visium: the spot is 55 µm across and Space Ranger reports its diameter in
-full-resolution pixels (``spot_diameter_fullres``), so µm/px = 55 / spot_diameter_fullres; the metadata
-says so (``pixel_size_um_source``). Spots the matrix has but the positions lack (or the reverse) are logged
+The pixel size of Visium comes from the spot lattice, as HEST estimates it: neighbouring spots of one array
+row (columns two apart) are 100 µm apart, so µm/px = 100 / their median distance in full-resolution pixels.
+Space Ranger's ``spot_diameter_fullres`` is the diameter of a theoretical 65 µm spot (not the 55 µm of the
+printed spot), so 65 / spot_diameter_fullres is the fallback for a lattice too small to measure, and a
+disagreement of the two beyond 5% is logged; the metadata says which was used (``pixel_size_um_source``). Spots the matrix has but the positions lack (or the reverse) are logged
 and left out; ``in_tissue`` is kept, and ``data.in_tissue`` decides later which spots take part.
 """
 
@@ -44,6 +46,8 @@ from genedml.pipeline.spec import StageSpec
 log = logging.getLogger(__name__)
 
 VISIUM_SPOT_UM = 55.0  # spot diameter
+# what Space Ranger's spot_diameter_fullres measures: a theoretical 65 µm spot (the 55 µm spot and a margin)
+SCALEFACTOR_SPOT_UM = 65.0
 VISIUM_PITCH_UM = 100.0  # centre-to-centre distance of neighbouring spots
 POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
 
@@ -135,16 +139,53 @@ def read_positions(path: Path, sample: str) -> pd.DataFrame:
     return table.set_index("barcode")[POSITION_COLUMNS[1:]]
 
 
-def pixel_size(scalefactors: Path, sample: str, hd_bin_um: int | None = None) -> tuple[float, str]:
-    """(µm per full-resolution pixel, how it was found). Visium: the 55 µm spot over ``spot_diameter_fullres``;
-    Visium HD: ``microns_per_pixel``, else the bin size over ``spot_diameter_fullres`` (the bin's side in px)."""
+def lattice_pitch_px(positions: pd.DataFrame) -> tuple[float, int] | None:
+    """(median centre-to-centre distance in px of spots that neighbour in one array row, pairs measured) on
+    Visium's hexagonal array (columns two apart in a row are 100 µm apart); None with fewer than 3 pairs."""
+    frame = positions[["array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]].astype(float)
+    frame = frame.sort_values(["array_row", "array_col"])
+    same_row = frame["array_row"].diff() == 0
+    step = frame["array_col"].diff()
+    dist = np.hypot(frame["pxl_row_in_fullres"].diff(), frame["pxl_col_in_fullres"].diff())
+    pairs = dist[same_row & (step == 2)].to_numpy()
+    if len(pairs) < 3:
+        return None
+    return float(np.median(pairs)), len(pairs)
+
+
+def pixel_size(
+    scalefactors: Path, sample: str, hd_bin_um: int | None = None, positions: pd.DataFrame | None = None
+) -> tuple[float, str]:
+    """(µm per full-resolution pixel, how it was found). Visium: 100 µm over the lattice pitch of
+    ``positions`` (module doc), else 65 µm over ``spot_diameter_fullres``; Visium HD: ``microns_per_pixel``,
+    else the bin size over ``spot_diameter_fullres`` (the bin's side in px)."""
     try:
         factors = json.loads(scalefactors.read_text())
-        if hd_bin_um is not None and factors.get("microns_per_pixel"):
+        if hd_bin_um is None:
+            diameter = factors.get("spot_diameter_fullres")
+            from_diameter = SCALEFACTOR_SPOT_UM / float(diameter) if diameter else None
+            lattice = lattice_pitch_px(positions) if positions is not None else None
+            if lattice is not None:
+                value = VISIUM_PITCH_UM / lattice[0]
+                source = f"100 µm spot pitch / {lattice[0]:.2f} px (median of {lattice[1]} neighbouring spot pairs)"
+                if from_diameter and abs(from_diameter / value - 1) > 0.05:
+                    log.warning(
+                        "%s: the spot lattice gives %.4g µm/px but %g µm / spot_diameter_fullres (%s) gives %.4g; "
+                        "using the lattice's",
+                        sample,
+                        value,
+                        SCALEFACTOR_SPOT_UM,
+                        scalefactors,
+                        from_diameter,
+                    )
+            else:
+                value = SCALEFACTOR_SPOT_UM / float(factors["spot_diameter_fullres"])
+                source = f"{SCALEFACTOR_SPOT_UM:g} µm / spot_diameter_fullres {float(diameter):.3f} px (scalefactors)"
+        elif factors.get("microns_per_pixel"):
             value, source = float(factors["microns_per_pixel"]), "microns_per_pixel (scalefactors)"
         else:
             diameter = float(factors["spot_diameter_fullres"])
-            size = VISIUM_SPOT_UM if hd_bin_um is None else float(hd_bin_um)
+            size = float(hd_bin_um)
             what = f"{size:g} µm {'spot' if hd_bin_um is None else 'bin'}"
             value, source = size / diameter, f"{what} / spot_diameter_fullres {diameter:.3f} px (scalefactors)"
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
@@ -245,7 +286,7 @@ def import_spaceranger(
     adata = adata[common].copy()
     pos = positions.loc[common]
     pixel = pos[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(float)
-    mpp, mpp_source = pixel_size(files.scalefactors, sample, spec.hd_bin_um)
+    mpp, mpp_source = pixel_size(files.scalefactors, sample, spec.hd_bin_um, pos)
     log.info("%s: decoding image %s", sample, files.image)
     image = read_full_image(files.image, sample)
     check_spots_inside(pixel, common, image.shape[1::-1], sample, files.positions, image=files.image)

@@ -10,9 +10,11 @@ The rules hold file patterns and resources; every decision about the config is m
 from __future__ import annotations
 
 import json
+import shlex
 
 from genedml.io.hest import SamplePaths
 from genedml.pipeline import schema
+from genedml.pipeline.checks import check_config, encoder_weights
 
 RESULTS = "results"
 DEMO_DIR = f"{RESULTS}/demo/hest"  # data.source demo: rule demo_data writes the sections here
@@ -45,7 +47,7 @@ def check_heads(heads: dict) -> dict:
     resolved = {}
     for name, cfg in heads.items():
         try:
-            resolved[name] = head_class(cfg["type"]).settings(cfg)
+            resolved[name] = head_class(cfg["type"]).checked_settings(cfg)
         except ValueError as exc:
             raise ValueError(f"config heads.{name}: {exc}") from None
     return resolved
@@ -85,11 +87,18 @@ class RunPlan:
         }
         self.resolved = check_heads(self.heads)  # resolved once: rules ask per job
         self.encoder = config["encoder"]["name"]
+        check_config(config, self.resolved, f"{RESULTS}/features/{self.encoder}")
+        self.encoder_weights = encoder_weights(config)
         # where the sections are read: generated (demo), converted (legacy_st) or a HEST-1k folder
         self.hest_dir = CONVERTED.get(self.source, self.folder)
         self.predict_samples, self.predict_hest_dir, self.predict_heads = self._predict_plan()
         self.fold_plan = plan_folds(self.sheet, FoldSpec.from_config(config["folds"]), config["dataset"])
         self.folds = sorted(self.fold_plan["fold"].unique().tolist())
+        # sections some fold holds out: only these get predictions, metrics and maps (a fold table may train
+        # on a section that no fold tests)
+        held_out = set(self.fold_plan.loc[self.fold_plan["split"] == "test", "sample"])
+        self.test_samples = [s for s in self.samples if s in held_out]
+        self.train_only = [s for s in self.samples if s not in held_out]
         self.head_report = report_specs(self.heads)  # fails early, naming the head, on a bad `report:` key
         self.sweeps = sweep_params(self.head_report)
 
@@ -119,11 +128,11 @@ class RunPlan:
         """The sample's spot-image store (rule spot_images): one per sample, shared by every encoder and head."""
         return f"{RESULTS}/spot_images/{sample}.zarr"
 
-    def sample_pairs(self, kind: str) -> str:
+    def sample_pairs(self, kind: str) -> list[str]:
         """``sample=path`` for every cross-validation sample (the train step's --features / --targets /
-        --spot-images)."""
+        --spot-images; a rule passes the list with ``:q``)."""
         path = {"features": self.features_path, "targets": self.targets_path, "spot_images": self.spot_images_path}
-        return " ".join(f"{s}={path[kind](s)}" for s in self.samples)
+        return [f"{s}={path[kind](s)}" for s in self.samples]
 
     def sheet_value(self, sample: str, column: str) -> str:
         """A sample's value in an optional sample-sheet column ('' when absent)."""
@@ -146,6 +155,22 @@ class RunPlan:
     def spaceranger_files(self, sample: str) -> dict[str, str]:
         """A Space Ranger sample's outs/ folder and full-resolution image (sample-sheet columns)."""
         return {"outs": self.sheet_value(sample, "spaceranger"), "image": self.sheet_value(sample, "image")}
+
+    def gene_list_file(self) -> list[str]:
+        """The gene-list file rule select_genes reads, as an input (none for a built-in list or the top n)."""
+        from genedml.pipeline.checks import is_builtin_gene_list
+
+        value = self.config["genes"].get("list")
+        return [value] if value and not is_builtin_gene_list(value) else []
+
+    def encoder_flags(self):
+        """The embed stage's flags (``flags(EncoderSpec)``) with the weights file it reads filled in, also when
+        it comes from $GENEDML_UNI_WEIGHTS: a different file is a different slice, so it re-embeds."""
+        from genedml.tiles.encoders import EncoderSpec
+
+        values = {**self.config[EncoderSpec.section], "weights": self.encoder_weights}
+        text = EncoderSpec.flags(values)
+        return lambda wildcards: text
 
     def import_mpp(self, sample: str) -> str:
         """``--mpp`` from data.mpp: one µm/px for every section, a mapping sample -> µm/px, or null."""
@@ -180,6 +205,10 @@ class RunPlan:
         """The spot-image stores a head's jobs read (none for a head with a frozen spot branch)."""
         return [self.spot_images_path(s) for s in (samples or self.samples)] if self.needs_spot_images(head) else []
 
+    def spot_image_stores(self) -> list[str]:
+        """Every spot-image store some head of the run reads."""
+        return [self.spot_images_path(s) for s in self.samples] if any(map(self.needs_spot_images, self.heads)) else []
+
     def spot_encoder_weights(self, head: str) -> list[str]:
         """The spot encoder's weights file of a head, as a rule input (replacing it in place retrains)."""
         path = self.settings(head).get("spot_encoder_weights") if self.needs_spot_images(head) else None
@@ -187,7 +216,9 @@ class RunPlan:
 
     def spot_image_flag(self, head: str) -> str:
         """The train step's ``--spot-images`` argument for a head ('' when it reads none)."""
-        return f"--spot-images {self.sample_pairs('spot_images')}" if self.needs_spot_images(head) else ""
+        if not self.needs_spot_images(head):
+            return ""
+        return shlex.join(["--spot-images", *self.sample_pairs("spot_images")])
 
     def head_params(self, head: str) -> str:
         """The head's config as JSON, without ``report`` (how the report shows a head never retrains it)."""

@@ -94,6 +94,14 @@ def _meaning(schema: dict, where) -> str:
     return f" ({text})" if text and node is not schema else ""
 
 
+def _message(exc) -> str:
+    """jsonschema's message, in words where its own would print the rule (``not``: "4 should not be valid
+    under {'multipleOf': 2}"); the setting's description then says what is allowed."""
+    if exc.validator == "not":
+        return f"{exc.instance!r} is not allowed"
+    return exc.message
+
+
 def with_defaults(path: str, values: dict | None, keys: tuple[str, ...] | None = None) -> dict:
     """``values`` (a config slice) checked against the schema at ``path``, with the schema's defaults filled
     in; ``keys``: keep only these keys of the slice (a stage that reads part of a section)."""
@@ -107,7 +115,7 @@ def with_defaults(path: str, values: dict | None, keys: tuple[str, ...] | None =
         _validator(schema).validate(values)
     except jsonschema.ValidationError as exc:
         where = ".".join([path.replace("$defs/", ""), *map(str, exc.absolute_path)])
-        raise ConfigError(f"config {where}: {exc.message}{_meaning(schema, exc.absolute_path)}") from None
+        raise ConfigError(f"config {where}: {_message(exc)}{_meaning(schema, exc.absolute_path)}") from None
     if keys is not None:
         values = {k: values[k] for k in keys if k in values}
     return values
@@ -230,16 +238,23 @@ def merge(base: dict, overlay: dict) -> dict:
     return out
 
 
-def resolved_config(configfiles: list[str]) -> str:
-    """The config files merged in order, checked, with every default of the schema filled in (YAML)."""
+def validate_config(config: dict) -> dict:
+    """The whole config checked against the schema, its defaults filled in place (what a run starts with;
+    Snakemake's own ``validate`` does the same, with jsonschema's wording of the rule broken)."""
     import jsonschema
 
-    config: dict = {}
-    for path in configfiles:
-        config = merge(config, yaml.safe_load(Path(path).read_text()) or {})
     try:
         _validator(config_schema()).validate(config)
     except jsonschema.ValidationError as exc:
         where = ".".join(map(str, exc.absolute_path)) or "(top level)"
-        raise ConfigError(f"config {where}: {exc.message}") from None
+        raise ConfigError(f"config {where}: {_message(exc)}{_meaning(config_schema(), exc.absolute_path)}") from None
+    return config
+
+
+def resolved_config(configfiles: list[str]) -> str:
+    """The config files merged in order, checked, with every default of the schema filled in (YAML)."""
+    config: dict = {}
+    for path in configfiles:
+        config = merge(config, yaml.safe_load(Path(path).read_text()) or {})
+    validate_config(config)
     return yaml.safe_dump(config, sort_keys=False, allow_unicode=True)

@@ -20,6 +20,7 @@ sections is used instead; with a single training section there is no validation 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
@@ -31,6 +32,9 @@ from genedml.errors import InputError
 from genedml.io.datasets import reference_folds
 from genedml.pipeline import schema
 from genedml.pipeline.spec import StageSpec
+from genedml.study.genes import text_encoding
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -107,8 +111,23 @@ def make_folds(sheet: pd.DataFrame, spec: FoldSpec, table: pd.DataFrame | None =
         if val_patients > 0 and len(train_patients) > val_patients:
             chosen = [train_patients[(k + i) % len(train_patients)] for i in range(val_patients)]
             val = [s for p in chosen for s in samples_of[p] if s in train_samples]
-        elif val_patients > 0 and len(train_samples) > 1:
+        elif val_patients > 1:
+            # asked for more validation patients than the fold can spare: never shrink the request silently
+            raise InputError(
+                f"folds.val_patients is {val_patients} but fold {k} has {len(train_patients)} training patient(s) "
+                f"({', '.join(train_patients)}), and at least one must stay for training: set folds.val_patients "
+                f"to at most {max(len(train_patients) - 1, 0)} (0: no inner validation)"
+            )
+        elif val_patients == 1 and len(train_samples) > 1:
+            # one training patient: validate on one of its sections (within-patient, stated in the log)
             val = [train_samples[k % len(train_samples)]]
+            log.warning(
+                "fold %d has one training patient (%s): its inner validation is one of that patient's sections (%s), "
+                "not another patient",
+                k,
+                train_patients[0],
+                val[0],
+            )
         for s in sorted(sheet["sample"]):
             if s not in test and s not in train_samples:
                 continue  # sits this fold out (fold table with train_samples)
@@ -179,7 +198,7 @@ def resolve_fold_table(
     path = Path(spec.table)
     if not path.exists():
         raise InputError("fold table not found", None, path)
-    table = pd.read_csv(path, sep="\t", dtype=str, comment="#")
+    table = pd.read_csv(path, sep="\t", dtype=str, comment="#", encoding=text_encoding(path))
     if "fold" not in table.columns or not ({"test_patients", "test_samples"} & set(table.columns)):
         raise InputError("fold table needs columns fold and test_patients or test_samples", None, path)
     table["fold"] = table["fold"].astype(int)
@@ -193,4 +212,5 @@ def plan_folds(sheet: pd.DataFrame, spec: FoldSpec, dataset: str | None = None) 
 
 
 def read_folds(path: str | Path) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t", dtype={"sample": str, "patient": str, "split": str, "fold": int})
+    dtype = {"sample": str, "patient": str, "split": str, "fold": int}
+    return pd.read_csv(path, sep="\t", dtype=dtype, encoding=text_encoding(path))

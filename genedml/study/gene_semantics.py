@@ -43,6 +43,7 @@ import pandas as pd
 from genedml.atomic import atomic_path
 from genedml.errors import InputError
 from genedml.pipeline.spec import StageSpec
+from genedml.study.genes import read_text, text_encoding
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def read_descriptions(path: str | Path) -> dict[str, str]:
     if not path.exists():
         raise InputError("gene description table not found", None, path)
     try:
-        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, encoding=text_encoding(path))
     except Exception as exc:  # noqa: BLE001 - any parse failure is a bad input
         raise InputError(f"cannot read the gene description table as TSV: {exc}", None, path) from exc
     missing = {"gene", "description"} - set(table.columns)
@@ -191,7 +192,8 @@ def _read_gene_list(path: Path) -> list[str]:
         raise InputError("gene list of the embedding file not found (gene_semantics.embedding_genes)", None, path)
     if path.suffix == ".npy":
         return [str(g).strip() for g in np.load(path, allow_pickle=False).reshape(-1)]
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    text = read_text(path, "gene list of the embedding file")
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _read_matrix(path: Path) -> np.ndarray:
@@ -231,7 +233,8 @@ def read_embedding_file(path: str | Path, gene_list: str | Path | None = None) -
                     raise InputError(f"needs arrays 'genes' and 'embeddings' (has {list(data.keys())})", None, path)
                 genes, emb = [str(g).strip() for g in data["genes"]], np.asarray(data["embeddings"])
         elif suffix in (".tsv", ".txt", ".csv"):
-            table = pd.read_csv(path, sep="," if suffix == ".csv" else "\t", header=None, dtype=str)
+            sep = "," if suffix == ".csv" else "\t"
+            table = pd.read_csv(path, sep=sep, header=None, dtype=str, encoding=text_encoding(path))
             if len(table) and pd.to_numeric(table.iloc[0, 1:], errors="coerce").isna().any():
                 table = table.iloc[1:]  # a header row
             genes = table.iloc[:, 0].str.strip().tolist()

@@ -16,15 +16,52 @@ from genedml.pipeline.spec import StageSpec
 log = logging.getLogger(__name__)
 
 
+BOM = "\ufeff"
+# byte-order marks, longest first (the UTF-32 LE mark starts with the UTF-16 LE one)
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
+
+
+def text_encoding(path: str | Path) -> str:
+    """The encoding to read a user's text file (gene list, TSV) with: ``utf-16`` / ``utf-32`` when it starts
+    with their byte-order mark (Excel's "Unicode text"), else ``utf-8-sig`` (UTF-8, a leading BOM dropped)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return next((enc for bom, enc in _BOMS if head.startswith(bom)), "utf-8-sig")
+
+
+def read_text(path: str | Path, what: str = "text file") -> str:
+    """A user's text file as str, whatever byte-order mark it has (see ``text_encoding``): BOMs are dropped
+    wherever they are (files concatenated with a BOM each), so the first symbol is never lost. Bytes that are
+    not text in that encoding are an ``InputError`` naming the file."""
+    encoding = text_encoding(path)
+    try:
+        text = Path(path).read_text(encoding=encoding)
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{what} is not {encoding.replace('-sig', '')} text (undecodable byte at position {exc.start}); "
+            "save it as UTF-8",
+            None,
+            path,
+        ) from exc
+    return text.replace(BOM, "")
+
+
 def read_gene_list(path: str | Path) -> list[str]:
     """Symbols of a gene list file (one per line, ``#`` comments); ``genedml:her2st_250`` etc. name the
-    lists shipped with genedml (see ``genedml.io.datasets.gene_list_path``)."""
+    lists shipped with genedml (see ``genedml.io.datasets.gene_list_path``). UTF-8 with or without a
+    byte-order mark, or UTF-16/32 with one."""
     from genedml.io.datasets import gene_list_path
 
     path = gene_list_path(path)
     if not path.exists():
         raise InputError("gene list file not found", None, path)
-    genes = [g.strip() for g in path.read_text().splitlines() if g.strip() and not g.startswith("#")]
+    lines = (line.strip() for line in read_text(path, "gene list").splitlines())
+    genes = [g for g in lines if g and not g.startswith("#")]
     if not genes:
         raise InputError("gene list is empty", None, path)
     seen = set()
@@ -34,14 +71,13 @@ def read_gene_list(path: str | Path) -> list[str]:
 def gene_totals(st_paths: dict[str, Path], spots=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per gene: total counts and fraction of spots expressing it, per sample (genes x samples), over the
     spots ``spots`` keeps (``genedml.io.hest.SpotFilterSpec``; None: the schema's default)."""
-    import anndata as ad
-
-    from genedml.io.hest import SpotFilterSpec, tissue_spots
+    from genedml.io.hest import SpotFilterSpec, load_st, tissue_spots
 
     spots = spots or SpotFilterSpec.from_config({})
     totals, detected = {}, {}
     for sample, path in st_paths.items():
-        adata = tissue_spots(ad.read_h5ad(path), spots, sample, path)
+        # the one reader of a section's .h5ad: validated, duplicate symbols renamed as for the targets
+        adata = tissue_spots(load_st(path, sample, require_counts=True), spots, sample, path)
         x = adata.X
         totals[sample] = pd.Series(np.asarray(x.sum(0)).ravel(), index=adata.var_names)
         nz = (x > 0).sum(0)

@@ -378,12 +378,16 @@ def tile_sample(paths, spec: TileSpec, out: str | os.PathLike, spots=None) -> Ge
     """Read one HEST-layout sample, compute its geometry and write it to ``out`` (.npz). ``spots``: which spots
     take part (``genedml.io.hest.SpotFilterSpec``; None: the schema's default)."""
     from genedml.io.hest import SpotFilterSpec, array_coords, load_metadata, load_st, resolve_mpp, tissue_spots
+    from genedml.io.pixel_size import check_pixel_size
     from genedml.io.slide import open_slide
 
     meta = load_metadata(paths.metadata, paths.sample)
     slide = open_slide(paths.slide, paths.sample)
-    mpp, source = resolve_mpp(meta, slide, paths.sample, paths.slide)
+    mpp, source = resolve_mpp(meta, slide, paths.sample, paths.slide, paths.metadata)
     adata = load_st(paths.st, paths.sample, require_counts=False)
+    # all spots with a position (in and outside the tissue) lie on the lattice whose pitch checks the µm/px
+    spatial = np.asarray(adata.obsm["spatial"], float)[:, :2]
+    check_pixel_size(paths.sample, spatial, mpp, source, meta, paths.metadata, paths.slide, paths.st)
     in_file = adata.n_obs
     spots = spots or SpotFilterSpec.from_config({})
     adata = tissue_spots(adata, spots, paths.sample, paths.st)

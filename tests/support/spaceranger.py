@@ -42,7 +42,7 @@ def write_10x_h5(path: Path, counts, barcodes, gene_ids, gene_names) -> None:
 def write_spaceranger_outs(data_dir: Path, root: Path, header: bool = True, outside: int = 0) -> tuple[Path, Path]:
     """(outs folder, image) of the crop as Space Ranger output: integer counts (the crop's log1p values
     undone and rounded), hexagonal array coordinates from the spot lattice, ``spot_diameter_fullres`` for
-    a 55 µm spot at the crop's pitch; ``header``: Space Ranger >= 2.0 ``tissue_positions.csv`` (else the
+    Space Ranger's theoretical 65 µm spot at the crop's pitch; ``header``: Space Ranger >= 2.0 ``tissue_positions.csv`` (else the
     headerless ``tissue_positions_list.csv``); the first ``outside`` spots marked ``in_tissue`` 0."""
     import anndata as ad
     import pandas as pd
@@ -69,7 +69,7 @@ def write_spaceranger_outs(data_dir: Path, root: Path, header: bool = True, outs
     )
     name = "tissue_positions.csv" if header else "tissue_positions_list.csv"
     positions.to_csv(outs / "spatial" / name, index=False, header=header)
-    diameter = PITCH_PX * 55.0 / 100.0
+    diameter = PITCH_PX * 65.0 / 100.0  # Space Ranger: the diameter of a theoretical 65 µm spot
     (outs / "spatial" / "scalefactors_json.json").write_text(
         f'{{"spot_diameter_fullres": {diameter}, "tissue_hires_scalef": 1.0, "fiducial_diameter_fullres": '
         f'{diameter * 1.6}, "tissue_lowres_scalef": 0.5}}'

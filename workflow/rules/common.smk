@@ -4,8 +4,7 @@
 import json
 import os
 import re
-
-from snakemake.utils import validate
+import sys
 
 from genedml.evaluation.evaluate import EvaluateSpec
 from genedml.evaluation.figures import SpatialFigureSpec
@@ -14,6 +13,8 @@ from genedml.io.demo import DemoSpec
 from genedml.io.hest import SpotFilterSpec
 from genedml.io.legacy_st import ImportSpec
 from genedml.io.spaceranger import SpaceRangerSpec
+from genedml.pipeline import schema
+from genedml.pipeline.checks import put_genedml_on_path
 from genedml.pipeline.plan import DEMO_DIR, GENE_SEMANTICS, IMPORT_DIR, SPACERANGER_DIR, RunPlan
 from genedml.study.folds import FoldSpec
 from genedml.study.gene_semantics import GeneSemanticsSpec
@@ -23,13 +24,23 @@ from genedml.tiles.encoders import EmbedRuntime, EncoderSpec
 from genedml.tiles.geometry import TileSpec
 from genedml.tiles.spot_images import SpotImageSpec
 
-# fills every default the schema declares (the one place defaults and allowed values are written)
-validate(config, schema="../schemas/config.schema.yaml")
+# the jobs run the `genedml` installed beside the Python that runs Snakemake (the package imported here),
+# also when its environment was not activated (`.venv/bin/snakemake`)
+put_genedml_on_path()
+
+# checks the config against workflow/schemas/config.schema.yaml and fills every default it declares (the one
+# place defaults and allowed values are written); the run plan checks the sample sheet's values
+schema.validate_config(config)
 
 RUN = RunPlan(config)
-for _, _row in RUN.sheet.iterrows():
-    validate(_row.to_dict(), schema="../schemas/samples.schema.yaml")
 SAMPLES = RUN.samples
+TEST_SAMPLES = RUN.test_samples  # held out by some fold: these get predictions, metrics and maps
+if RUN.train_only:
+    print(
+        f"genedml: no fold holds out {', '.join(RUN.train_only)}: they are only trained on, and get no "
+        "predictions, metrics or maps",
+        file=sys.stderr,
+    )
 HEADS = list(RUN.heads)
 FOLDS = RUN.folds
 PREDICT_SAMPLES, PREDICT_HEADS = RUN.predict_samples, RUN.predict_heads

@@ -17,5 +17,5 @@ rule demo_data:
     conda:
         "../../envs/genedml.yaml"
     shell:
-        "genedml demo-data --sample {wildcards.sample} --patient {params.patient} "
-        "--out-dir {params.out_dir} {params.settings} > {log} 2>&1"
+        "genedml demo-data --sample {wildcards.sample:q} --patient {params.patient:q} "
+        "--out-dir {params.out_dir:q} {params.settings} > {log:q} 2>&1"

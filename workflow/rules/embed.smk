@@ -4,11 +4,11 @@ rule embed:
         geometry="results/tiles/{sample}.npz",
         slide=lambda wildcards: sample_files(wildcards)["slide"],
         # a weights file is an input too: replacing it in place (same path) re-embeds every sample
-        weights=[config["encoder"]["weights"]] if config["encoder"]["weights"] else [],
+        weights=[RUN.encoder_weights] if RUN.encoder_weights else [],
     output:
         features=directory("results/features/{encoder}/{sample}.zarr"),
     params:
-        encoder=RUN.flags(EncoderSpec),
+        encoder=RUN.encoder_flags(),
     log:
         "results/logs/embed/{encoder}/{sample}.log",
     benchmark:
@@ -25,9 +25,9 @@ rule embed:
     conda:
         "../../envs/genedml.yaml"
     shell:
-        "genedml embed --geometry {input.geometry} --slide {input.slide} {params.encoder} "
-        "--out {output.features} --batch-size {resources.batch_size} --num-workers {resources.loader_workers} "
-        "--device {resources.device} --threads {threads} > {log} 2>&1"
+        "genedml embed --geometry {input.geometry:q} --slide {input.slide:q} {params.encoder} "
+        "--out {output.features:q} --batch-size {resources.batch_size:q} --num-workers {resources.loader_workers:q} "
+        "--device {resources.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule spot_images:
@@ -50,5 +50,5 @@ rule spot_images:
     conda:
         "../../envs/genedml.yaml"
     shell:
-        "genedml spot-images --geometry {input.geometry} --slide {input.slide} {params.spot_images} "
-        "--out {output.images} > {log} 2>&1"
+        "genedml spot-images --geometry {input.geometry:q} --slide {input.slide:q} {params.spot_images} "
+        "--out {output.images:q} > {log:q} 2>&1"

@@ -2,7 +2,7 @@ rule evaluate:
     """Per-section, per-fold and per-gene metrics of one head; per-section predictions for scanpy."""
     input:
         predictions=expand("results/heads/{{head}}/fold{fold}/predictions.h5ad", fold=FOLDS),
-        thumbnails=expand("results/thumbnails/{sample}.json", sample=SAMPLES),
+        thumbnails=expand("results/thumbnails/{sample}.json", sample=TEST_SAMPLES),
     output:
         summary="results/metrics/{head}/summary.tsv",
         per_section=report(
@@ -22,12 +22,12 @@ rule evaluate:
         ),
         per_gene_section="results/metrics/{head}/per_gene_section.tsv",
         gene_sets="results/metrics/{head}/gene_sets.json",
-        exports=expand("results/predictions/{{head}}/{sample}.h5ad", sample=SAMPLES),
+        exports=expand("results/predictions/{{head}}/{sample}.h5ad", sample=TEST_SAMPLES),
     params:
         settings=RUN.flags(EvaluateSpec, TargetSpec),
         out_dir=lambda wildcards, output: os.path.dirname(output.summary),
         export_dir=lambda wildcards, output: os.path.dirname(output.exports[0]),
-        thumbnails=lambda wildcards, input: " ".join(f"{s}={t}" for s, t in zip(SAMPLES, input.thumbnails)),
+        thumbnails=lambda wildcards, input: [f"{s}={t}" for s, t in zip(TEST_SAMPLES, input.thumbnails)],
     log:
         "results/logs/evaluate/{head}.log",
     benchmark:
@@ -39,9 +39,9 @@ rule evaluate:
     conda:
         "../../envs/genedml.yaml"
     shell:
-        "genedml evaluate --head {wildcards.head} --predictions {input.predictions} "
-        "--out-dir {params.out_dir} --export-dir {params.export_dir} {params.settings} "
-        "--thumbnails {params.thumbnails} > {log} 2>&1"
+        "genedml evaluate --head {wildcards.head:q} --predictions {input.predictions:q} "
+        "--out-dir {params.out_dir:q} --export-dir {params.export_dir:q} {params.settings} "
+        "--thumbnails {params.thumbnails:q} > {log:q} 2>&1"
 
 
 rule summarize:
@@ -63,4 +63,4 @@ rule summarize:
     conda:
         "../../envs/genedml.yaml"
     shell:
-        "genedml summarize --summaries {input.summaries} --out {output.summary} > {log} 2>&1"
+        "genedml summarize --summaries {input.summaries:q} --out {output.summary:q} > {log:q} 2>&1"

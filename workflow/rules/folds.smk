@@ -8,7 +8,7 @@ rule folds:
     params:
         settings=RUN.flags(FoldSpec),
         # scheme 'reference': the published folds of the dataset (default: the sample sheet's dataset column)
-        dataset=f"--dataset {config['dataset']}" if config["dataset"] else "",
+        dataset=[config["dataset"]] if config["dataset"] else [],
     log:
         "results/logs/folds.log",
     threads: 1
@@ -18,4 +18,5 @@ rule folds:
     conda:
         "../../envs/genedml.yaml"
     shell:
-        "genedml folds --sheet {input.sheet} --out {output.folds} {params.settings} {params.dataset} > {log} 2>&1"
+        "genedml folds --sheet {input.sheet:q} --out {output.folds:q} {params.settings} "
+        "{params.dataset:q} > {log:q} 2>&1"

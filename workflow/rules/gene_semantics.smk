@@ -22,5 +22,5 @@ rule gene_semantics:
     conda:
         "../../envs/genedml.yaml"
     shell:
-        "genedml gene-semantics --genes {input.genes} --out {output.semantics} {params.settings} "
-        "--threads {threads} > {log} 2>&1"
+        "genedml gene-semantics --genes {input.genes:q} --out {output.semantics:q} {params.settings} "
+        "--threads {threads} > {log:q} 2>&1"

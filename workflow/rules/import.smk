@@ -9,7 +9,7 @@ rule sample_sheet:
         sheet="results/samples.tsv",
     params:
         dataset=config["dataset"] or "",
-        samples=" ".join(SAMPLES),
+        samples=SAMPLES,
         source=RUN.source,
     log:
         "results/logs/sample_sheet.log",
@@ -20,8 +20,8 @@ rule sample_sheet:
     conda:
         "../../envs/genedml.yaml"
     shell:
-        "genedml sample-sheet --dataset {params.dataset} --samples {params.samples} "
-        "--source {params.source} --out {output.sheet} > {log} 2>&1"
+        "genedml sample-sheet --dataset {params.dataset:q} --samples {params.samples:q} "
+        "--source {params.source:q} --out {output.sheet:q} > {log:q} 2>&1"
 
 
 rule import_st:
@@ -49,9 +49,9 @@ rule import_st:
     conda:
         "../../envs/genedml.yaml"
     shell:
-        "genedml import-st --section {params.section} --sample {wildcards.sample} --counts {input.counts} "
-        "--spots {input.spots} --image {input.image} --out-dir {params.out_dir} --patient {params.patient:q} "
-        "--dataset {params.dataset:q} {params.mpp} {params.settings} --overwrite > {log} 2>&1"
+        "genedml import-st --section {params.section:q} --sample {wildcards.sample:q} --counts {input.counts:q} "
+        "--spots {input.spots:q} --image {input.image:q} --out-dir {params.out_dir:q} --patient {params.patient:q} "
+        "--dataset {params.dataset:q} {params.mpp} {params.settings} --overwrite > {log:q} 2>&1"
 
 
 rule import_spaceranger:
@@ -77,6 +77,6 @@ rule import_spaceranger:
     conda:
         "../../envs/genedml.yaml"
     shell:
-        "genedml import-spaceranger --sample {wildcards.sample} --outs {input.outs} --image {input.image} "
-        "--out-dir {params.out_dir} --patient {params.patient:q} --dataset {params.dataset:q} {params.settings} "
-        "--overwrite > {log} 2>&1"
+        "genedml import-spaceranger --sample {wildcards.sample:q} --outs {input.outs:q} --image {input.image:q} "
+        "--out-dir {params.out_dir:q} --patient {params.patient:q} --dataset {params.dataset:q} {params.settings} "
+        "--overwrite > {log:q} 2>&1"

@@ -8,10 +8,8 @@ rule predict:
     output:
         predictions="results/predict/{head}/{sample}.h5ad",
     params:
-        models=lambda wildcards, input: " ".join(os.path.dirname(p) for p in input.models),
-        spot_images=lambda wildcards, input: (
-            f"--spot-images {' '.join(input.spot_images)}" if input.spot_images else ""
-        ),
+        models=lambda wildcards, input: [os.path.dirname(p) for p in input.models],
+        spot_images=lambda wildcards, input: (["--spot-images", *input.spot_images] if input.spot_images else []),
     wildcard_constraints:
         sample="|".join(re.escape(s) for s in PREDICT_SAMPLES) or "(?!)",  # none configured: matches nothing
     log:
@@ -25,7 +23,6 @@ rule predict:
     conda:
         "../../envs/genedml.yaml"
     shell:
-        "genedml predict --head {wildcards.head} --models {params.models} --sample {wildcards.sample} "
-        "--features {input.features} --reference-features {input.reference} {params.spot_images} "
-        "--out {output.predictions} "
-        "--threads {threads} > {log} 2>&1"
+        "genedml predict --head {wildcards.head:q} --models {params.models:q} --sample {wildcards.sample:q} "
+        "--features {input.features:q} --reference-features {input.reference:q} {params.spot_images:q} "
+        "--out {output.predictions:q} --threads {threads} > {log:q} 2>&1"

@@ -24,20 +24,20 @@ rule thumbnail:
     conda:
         "../../envs/genedml.yaml"
     shell:
-        "genedml thumbnail --sample {wildcards.sample} --slide {input.slide} --geometry {input.geometry} "
-        "--metadata {input.metadata} --out-image {output.image} --out-json {output.facts} "
-        "{params.settings} > {log} 2>&1"
+        "genedml thumbnail --sample {wildcards.sample:q} --slide {input.slide:q} --geometry {input.geometry:q} "
+        "--metadata {input.metadata:q} --out-image {output.image:q} --out-json {output.facts:q} "
+        "{params.settings} > {log:q} 2>&1"
 
 
 rule figures:
     """Spatial maps of one head: truth vs prediction over the H&E of every held-out section."""
     input:
-        exports=expand("results/predictions/{{head}}/{sample}.h5ad", sample=SAMPLES),
-        thumbnails=expand("results/thumbnails/{sample}.json", sample=SAMPLES),
+        exports=expand("results/predictions/{{head}}/{sample}.h5ad", sample=TEST_SAMPLES),
+        thumbnails=expand("results/thumbnails/{sample}.json", sample=TEST_SAMPLES),
         genes="results/genes/genes.tsv",
     output:
         spatial=report(
-            expand("results/figures/{{head}}/spatial_{sample}.jpg", sample=SAMPLES),
+            expand("results/figures/{{head}}/spatial_{sample}.jpg", sample=TEST_SAMPLES),
             caption="../report/spatial.rst",
             category="Spatial maps",
             subcategory="{head}",
@@ -45,8 +45,8 @@ rule figures:
         scores="results/figures/{head}/spatial_pcc.json",
     params:
         settings=RUN.flags(SpatialFigureSpec),
-        exports=lambda wildcards, input: " ".join(f"{s}={p}" for s, p in zip(SAMPLES, input.exports)),
-        thumbnails=lambda wildcards, input: " ".join(f"{s}={p}" for s, p in zip(SAMPLES, input.thumbnails)),
+        exports=lambda wildcards, input: [f"{s}={p}" for s, p in zip(TEST_SAMPLES, input.exports)],
+        thumbnails=lambda wildcards, input: [f"{s}={p}" for s, p in zip(TEST_SAMPLES, input.thumbnails)],
         out_dir=lambda wildcards, output: os.path.dirname(output.scores),
     log:
         "results/logs/figures/{head}.log",
@@ -59,8 +59,8 @@ rule figures:
     conda:
         "../../envs/genedml.yaml"
     shell:
-        "genedml figures --head {wildcards.head} --exports {params.exports} --thumbnails {params.thumbnails} "
-        "--genes {input.genes} {params.settings} --out-dir {params.out_dir} > {log} 2>&1"
+        "genedml figures --head {wildcards.head:q} --exports {params.exports:q} --thumbnails {params.thumbnails:q} "
+        "--genes {input.genes:q} {params.settings} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule figures_overview:
@@ -91,7 +91,7 @@ rule figures_overview:
         "../../envs/genedml.yaml"
     shell:
         "genedml figures-overview --heads {params.heads:q} --metrics-dir results/metrics "
-        "--out-dir results/figures > {log} 2>&1"
+        "--out-dir results/figures > {log:q} 2>&1"
 
 
 rule report_markdown:
@@ -129,6 +129,6 @@ rule report_markdown:
     conda:
         "../../envs/genedml.yaml"
     shell:
-        "genedml report --results-dir results --heads {params.heads:q} --sheet {input.sheet} "
-        "--features {input.stores} --site-dir {output.site} --markdown {output.markdown} "
-        "{params.settings} --config-facts {params.facts:q} > {log} 2>&1"
+        "genedml report --results-dir results --heads {params.heads:q} --sheet {input.sheet:q} "
+        "--features {input.stores:q} --site-dir {output.site:q} --markdown {output.markdown:q} "
+        "{params.settings} --config-facts {params.facts:q} > {log:q} 2>&1"

@@ -2,10 +2,12 @@ rule select_genes:
     """The genes to predict: a fixed list, or the top N by total counts over the cross-validation samples."""
     input:
         st=[RUN.sample_files(s)["st"] for s in SAMPLES],
+        # a gene-list file is an input: editing it in place chooses the genes again
+        gene_list=RUN.gene_list_file(),
     output:
         genes="results/genes/genes.tsv",
     params:
-        samples=" ".join(SAMPLES),
+        samples=SAMPLES,
         settings=RUN.flags(GeneSpec, SpotFilterSpec),
     log:
         "results/logs/select_genes.log",
@@ -18,8 +20,8 @@ rule select_genes:
     conda:
         "../../envs/genedml.yaml"
     shell:
-        "genedml genes --st {input.st} --samples {params.samples} --out {output.genes} "
-        "{params.settings} > {log} 2>&1"
+        "genedml genes --st {input.st:q} --samples {params.samples:q} --out {output.genes:q} "
+        "{params.settings} > {log:q} 2>&1"
 
 
 rule targets:
@@ -42,5 +44,5 @@ rule targets:
     conda:
         "../../envs/genedml.yaml"
     shell:
-        "genedml targets --sample {wildcards.sample} --st {input.st} --genes {input.genes} "
-        "{params.settings} --out {output.targets} > {log} 2>&1"
+        "genedml targets --sample {wildcards.sample:q} --st {input.st:q} --genes {input.genes:q} "
+        "{params.settings} --out {output.targets:q} > {log:q} 2>&1"

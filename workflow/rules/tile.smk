@@ -17,5 +17,5 @@ rule tile:
     conda:
         "../../envs/genedml.yaml"
     shell:
-        "genedml tile --sample {wildcards.sample} --slide {input.slide} --st {input.st} "
-        "--metadata {input.metadata} --out {output.geometry} {params.settings} > {log} 2>&1"
+        "genedml tile --sample {wildcards.sample:q} --slide {input.slide:q} --st {input.st:q} "
+        "--metadata {input.metadata:q} --out {output.geometry:q} {params.settings} > {log:q} 2>&1"

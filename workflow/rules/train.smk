@@ -30,6 +30,6 @@ rule train:
     conda:
         "../../envs/genedml.yaml"
     shell:
-        "genedml train --head {wildcards.head} --params {params.head:q} --folds {input.folds} "
-        "--fold {wildcards.fold} --features {params.features} --targets {params.targets} {params.spot_images} "
-        "--out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        "genedml train --head {wildcards.head:q} --params {params.head:q} --folds {input.folds:q} "
+        "--fold {wildcards.fold:q} --features {params.features:q} --targets {params.targets:q} {params.spot_images} "
+        "--out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"

@@ -45,15 +45,15 @@ def test_scanpy_reads_the_fixture_and_genedml_converts_it_to_the_same_sample(out
     np.testing.assert_allclose(st.obsm["spatial"], ref.obsm["spatial"])
     for column in ("in_tissue", "array_row", "array_col"):
         np.testing.assert_array_equal(st.obs[column].to_numpy(), ref.obs[column].to_numpy().astype(int))
-    # HEST's rule for Visium: 55 µm over the spot diameter in full-resolution pixels
-    assert meta["pixel_size_um_estimated"] == pytest.approx(55.0 / (PITCH_PX * 0.55))
-    assert meta["spots_under_tissue"] == 49 - OUTSIDE and "spot_diameter_fullres" in meta["pixel_size_um_source"]
+    # Visium's lattice: neighbouring spots of a row are 100 µm apart (the crop's real positions, about PITCH_PX)
+    assert meta["pixel_size_um_estimated"] == pytest.approx(100.0 / PITCH_PX, rel=0.02)
+    assert meta["spots_under_tissue"] == 49 - OUTSIDE and "spot pitch" in meta["pixel_size_um_source"]
     assert json.loads(paths.metadata.read_text())["patient"] == "P1"
     # what HEST's own loader reads: the image downscaled to 1024 px on its long side, and its scale factors
     hest = st.uns["spatial"]["ST"]
     factor = hest["scalefactors"]["tissue_downscaled_fullres_scalef"]
     assert factor == pytest.approx(1024 / 1717) and hest["images"]["downscaled_fullres"].shape == (1024, 567, 3)
-    assert hest["scalefactors"]["spot_diameter_fullres"] == pytest.approx(PITCH_PX * 0.55)
+    assert hest["scalefactors"]["spot_diameter_fullres"] == pytest.approx(PITCH_PX * 0.55, rel=0.02)  # 55 µm
     g = tile_sample(paths, TileSpec.of(tile_px=32, target_mpp=2.0), tmp_path / "V1.npz")
     assert g.n_spots == 49 - OUTSIDE and g.mpp_source == "metadata"  # in_tissue 0 left out (data.in_tissue: only)
     # the hexagonal array: every spot's row + col has one parity, neighbours 100 µm apart

@@ -17,8 +17,13 @@ HEADS = {
 
 
 def plan(tmp_path) -> RunPlan:
+    # a file a setting names must exist when the run is planned
+    weights = tmp_path / "w" / "resnet18.pt"
+    weights.parent.mkdir()
+    weights.write_bytes(b"")
+    heads = {**HEADS, "triplex_pixels": {**HEADS["triplex_pixels"], "spot_encoder_weights": str(weights)}}
     overlay = tmp_path / "heads.yaml"
-    overlay.write_text(yaml.safe_dump({"heads": HEADS, "run_heads": list(HEADS)}))
+    overlay.write_text(yaml.safe_dump({"heads": heads, "run_heads": list(heads)}))
     return RunPlan(yaml.safe_load(resolved_config([str(REPO / "config.yaml"), str(overlay)])))
 
 
@@ -32,7 +37,7 @@ def test_only_heads_that_read_gene_texts_get_the_semantics_file(tmp_path):
 def test_only_pixel_heads_read_spot_images_and_their_weights(tmp_path):
     run = plan(tmp_path)
     assert run.spot_image_inputs("triplex_pixels") == [run.spot_images_path(s) for s in run.samples]
-    assert run.spot_encoder_weights("triplex_pixels") == ["w/resnet18.pt"]
+    assert run.spot_encoder_weights("triplex_pixels") == [str(tmp_path / "w" / "resnet18.pt")]
     assert run.spot_image_flag("triplex_pixels").startswith("--spot-images ")
     for head in ("triplex", "dkan_full"):
         assert run.spot_image_inputs(head) == [] and run.spot_encoder_weights(head) == []
