@@ -23,6 +23,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/predict.smk"
+include: "workflow/rules/slides.smk"
 
 
 rule all:
@@ -36,3 +37,7 @@ rule all:
         expand("results/predictions/{head}/{sample}.h5ad", head=HEADS, sample=TEST_SAMPLES),
         # sections without counts, when config `predict` lists some
         expand("results/predict/{head}/{sample}.h5ad", head=PREDICT_HEADS, sample=PREDICT_SAMPLES),
+        # bare slides, when config `slides` lists some: predictions, QC of the tissue mask and lattice, maps
+        expand("results/predict/{head}/{sample}.h5ad", head=SLIDE_HEADS, sample=SLIDE_SAMPLES),
+        expand(f"{SLIDES_DIR}/qc/{{sample}}.png", sample=SLIDE_SAMPLES),
+        expand("results/slides/maps/{head}/{sample}.png", head=SLIDE_HEADS, sample=SLIDE_SAMPLES),

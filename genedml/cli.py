@@ -170,6 +170,55 @@ def import_spaceranger(a):
     )
 
 
+def _virtual_spots_args(s):
+    from genedml.tiles.lattice import LatticeSpec
+    from genedml.tiles.tissue import TissueSpec
+
+    s.add_argument("--sample", required=True, help="name of the sample in the outputs")
+    s.add_argument("--slide", required=True, help="the bare H&E slide (pyramidal TIFF, SVS, ...)")
+    s.add_argument(
+        "--training-metadata",
+        help="a training sample's metadata JSON: its st_technology is what --technology auto (the default) means",
+    )
+    s.add_argument("--mpp", type=float, help="µm per level-0 pixel; default: the slide's own (openslide.mpp-x)")
+    s.add_argument("--out-st", required=True, help="the positions-only .h5ad (st/{sample}.h5ad)")
+    s.add_argument("--out-metadata", required=True, help="the metadata JSON (metadata/{sample}.json)")
+    s.add_argument("--out-qc", required=True, help="QC PNG: thumbnail, tissue outline and virtual spots")
+    TissueSpec.add_arguments(s)
+    LatticeSpec.add_arguments(s)  # --technology among them
+
+
+@subcommand(
+    "virtual-spots",
+    "a bare H&E slide as a positions-only sample: tissue mask and a lattice of virtual spots on it",
+    _virtual_spots_args,
+)
+def virtual_spots(a):
+    from genedml.io.bare_slide import import_bare_slide
+    from genedml.io.hest import load_metadata
+    from genedml.tiles.lattice import LatticeSpec, technology_of_metadata
+    from genedml.tiles.tissue import TissueSpec
+
+    lattice = _spec_from_args(LatticeSpec, a, a.sample)
+    technology = lattice.technology
+    if technology == "auto":
+        if not a.training_metadata:
+            raise InputError("--technology auto needs --training-metadata (or give visium, st or custom)", a.sample)
+        training = load_metadata(a.training_metadata, a.sample)
+        technology = technology_of_metadata(training, a.sample, a.training_metadata)
+    import_bare_slide(
+        a.slide,
+        a.sample,
+        a.out_st,
+        a.out_metadata,
+        a.out_qc,
+        _spec_from_args(TissueSpec, a, a.sample),
+        lattice,
+        technology,
+        mpp=a.mpp,
+    )
+
+
 def _sample_sheet_args(s):
     s.add_argument("--dataset", required=True)
     s.add_argument("--samples", nargs="*", help="HEST ids or section names (default: all found in --data-dir)")
@@ -448,6 +497,9 @@ def _predict_args(s):
     s.add_argument("--features", required=True, help="the section's feature store (.zarr)")
     s.add_argument("--reference-features", help="a training section's store: encoder and tiles must match")
     s.add_argument("--spot-images", help="the section's spot-image store (heads with a trainable image encoder)")
+    s.add_argument("--st", help="the section's .h5ad: its uns['spatial'] (image, scale factors) is copied")
+    s.add_argument("--ood", help="the section's OOD scores (genedml ood-score TSV), added as obs['ood_score']")
+    s.add_argument("--block-spots", type=int, default=None, help="spots predicted at once (memory per block)")
     s.add_argument("--out", required=True, help="output .h5ad")
     s.add_argument("--threads", type=int, default=None)
 
@@ -467,6 +519,78 @@ def predict(a):
         reference_features=a.reference_features,
         patient=a.patient,
         spot_images=a.spot_images,
+        st=a.st,
+        ood=a.ood,
+        **({"block_spots": a.block_spots} if a.block_spots else {}),
+    )
+
+
+def _ood_reference_args(s):
+    from genedml.evaluation.ood import OODSpec
+
+    s.add_argument("--folds", required=True, help="folds.tsv (fold, sample, patient, split)")
+    s.add_argument("--features", nargs="+", required=True, metavar="S=PATH", help="feature store of each sample")
+    s.add_argument("--out", required=True, help="folder for fold{k}.npz and reference.json")
+    OODSpec.add_arguments(s)
+
+
+@subcommand("ood-reference", "per-fold training embeddings and held-out calibration of OOD scores", _ood_reference_args)
+def ood_reference(a):
+    from genedml.evaluation.ood import OODSpec, build_reference
+    from genedml.study.folds import read_folds
+
+    spec = _spec_from_args(OODSpec, a)
+    build_reference(read_folds(a.folds), _sample_paths(a.features), a.out, **spec.to_config())
+
+
+_OOD_SLIDE_KEYS = ("ood_threshold", "ood_warn_fraction")
+
+
+def _ood_score_args(s):
+    from genedml.pipeline.schema import part
+
+    slides = part("slides")["properties"]
+    threshold, fraction = (slides[k] for k in _OOD_SLIDE_KEYS)
+    s.add_argument("--reference", required=True, help="the ood-reference folder")
+    s.add_argument("--features", required=True, help="the section's feature store (.zarr)")
+    s.add_argument("--sample", required=True)
+    s.add_argument("--out-tsv", required=True, help="per-spot scores: barcode, score, score_fold{k}...")
+    s.add_argument("--out-json", required=True, help="the section's summary")
+    s.add_argument(
+        "--threshold",
+        type=float,
+        default=threshold["default"],
+        help=f"config slides.ood_threshold: {threshold['description']} (default: {threshold['default']})",
+    )
+    s.add_argument(
+        "--warn-fraction",
+        type=float,
+        default=fraction["default"],
+        help=f"config slides.ood_warn_fraction: {fraction['description']} (default: {fraction['default']})",
+    )
+    s.add_argument(
+        "--held-out-only", action="store_true", help="a test sample of some folds is scored by those folds only"
+    )
+
+
+@subcommand("ood-score", "out-of-distribution scores of one section's spots (TSV + JSON)", _ood_score_args)
+def ood_score(a):
+    from genedml.evaluation.ood import score_sample
+    from genedml.pipeline.schema import with_defaults
+
+    try:
+        with_defaults("slides", dict(zip(_OOD_SLIDE_KEYS, (a.threshold, a.warn_fraction))), _OOD_SLIDE_KEYS)
+    except ValueError as exc:
+        raise InputError(f"slides settings: {exc}", a.sample) from exc
+    score_sample(
+        a.reference,
+        a.features,
+        a.sample,
+        a.out_tsv,
+        a.out_json,
+        threshold=a.threshold,
+        warn_fraction=a.warn_fraction,
+        held_out_only=a.held_out_only,
     )
 
 
@@ -555,6 +679,40 @@ def figures(a):
     head_spatial_figures(a.head, _sample_paths(a.exports), _sample_paths(a.thumbnails), a.genes, wanted, a.out_dir)
 
 
+def _predict_slide_args(s):
+    s.add_argument("--slide", required=True, help="a bare H&E slide (SVS, NDPI, pyramidal TIFF, ...)")
+    s.add_argument("--sample", help="its id in every output (default: the file name)")
+    s.add_argument("--mpp", type=float, help="µm per level-0 pixel, when the slide's own is missing or wrong")
+    s.add_argument("--configfile", nargs="+", default=["config.yaml"], help="the trained run's config file(s)")
+    s.add_argument("--heads", nargs="*", help="heads to predict with (default: every head of the run)")
+    s.add_argument("--cores", type=int, default=1)
+    s.add_argument("--directory", default=".", help="the trained run's working directory (holds results/)")
+
+
+@subcommand(
+    "predict-slide",
+    "predict expression on a bare slide with a trained run: tissue, virtual spots, fold ensemble, OOD, maps",
+    _predict_slide_args,
+)
+def predict_slide(a):
+    from genedml.pipeline.predict_slide import predict_slide as run
+
+    sys.exit(run(a.slide, a.configfile, a.sample, a.mpp, a.heads, a.cores, a.directory))
+
+
+def _slide_maps_args(s):
+    s.add_argument("--predictions", required=True, help="a slide's prediction .h5ad (genedml predict)")
+    s.add_argument("--genes", nargs="*", default=[], help="genes to draw (those predicted; else the first three)")
+    s.add_argument("--out", required=True, help="output PNG")
+
+
+@subcommand("slide-maps", "maps of chosen genes, fold disagreement and OOD score over a slide", _slide_maps_args)
+def slide_maps(a):
+    from genedml.evaluation.slide_maps import slide_maps as draw
+
+    draw(a.predictions, a.genes, a.out)
+
+
 def _figures_overview_args(s):
     s.add_argument("--heads", type=_json_arg, required=True, help="head -> report spec, as JSON")
     s.add_argument("--metrics-dir", required=True)
@@ -579,6 +737,12 @@ def _report_args(s):
     s.add_argument("--site-dir", required=True, help="folder for index.html, index.md, figures/, tables/")
     s.add_argument("--markdown", help="also write the Markdown here, linking into the site folder")
     s.add_argument("--config-facts", type=_json_arg, default={}, help="config slices to list, as JSON")
+    s.add_argument(
+        "--unlabelled",
+        type=_json_arg,
+        default={},
+        help='sections predicted without counts, as JSON: {sample: {"heads": [...], "slide": true}}',
+    )
     EvaluateSpec.add_arguments(s)
     TargetSpec.add_arguments(s)
 
@@ -599,6 +763,7 @@ def report(a):
         a.markdown,
         config_facts=a.config_facts,
         n_top=_spec_from_args(EvaluateSpec, a).pcc_h_genes,
+        unlabelled=a.unlabelled,
     )
     log.info("report written to %s and %s", a.site_dir, a.markdown)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 
 from genedml.io.hest import SamplePaths
 from genedml.pipeline import schema
@@ -24,6 +25,11 @@ SPACERANGER_DIR = f"{RESULTS}/import/spaceranger/hest"
 # the sources whose samples a rule converts into the HEST layout first, and where
 CONVERTED = {"demo": DEMO_DIR, "legacy_st": IMPORT_DIR, "spaceranger": SPACERANGER_DIR}
 GENE_SEMANTICS = f"{RESULTS}/genes/semantics.npz"
+SLIDES_DIR = f"{RESULTS}/slides"  # bare slides (config `slides`): virtual spots, QC, OOD scores, maps
+# out-of-distribution scores: the training spots' embeddings per fold (rule ood_reference), and the scores
+# of every section predicted without counts, slides and predict samples (rule ood_score)
+OOD_DIR = f"{RESULTS}/ood"
+OOD_REFERENCE = f"{OOD_DIR}/reference"
 # head types whose gene queries are text embeddings of the genes (rule gene_semantics makes them once a run)
 SEMANTIC_HEAD_TYPES = ("dkan",)
 
@@ -92,6 +98,8 @@ class RunPlan:
         # where the sections are read: generated (demo), converted (legacy_st) or a HEST-1k folder
         self.hest_dir = CONVERTED.get(self.source, self.folder)
         self.predict_samples, self.predict_hest_dir, self.predict_heads = self._predict_plan()
+        self.slides, self.slide_heads = self._slides_plan()
+        self.slide_samples = list(self.slides)
         self.fold_plan = plan_folds(self.sheet, FoldSpec.from_config(config["folds"]), config["dataset"])
         self.folds = sorted(self.fold_plan["fold"].unique().tolist())
         # sections some fold holds out: only these get predictions, metrics and maps (a fold table may train
@@ -105,6 +113,12 @@ class RunPlan:
     # --- sections ---------------------------------------------------------------------------------
     def sample_files(self, sample: str) -> dict[str, str]:
         """Slide, expression and metadata of a sample in the HEST-1k layout."""
+        if sample in self.slides:  # a bare slide: the positions and metadata come from rule virtual_spots
+            return {
+                "slide": self.slides[sample]["slide"],
+                "st": f"{SLIDES_DIR}/st/{sample}.h5ad",
+                "metadata": f"{SLIDES_DIR}/metadata/{sample}.json",
+            }
         if sample in self.predict_samples:
             return SamplePaths.in_hest_dir(self.predict_hest_dir, sample).as_dict()
         if self.source in CONVERTED:  # made by rule demo_data / import_st / import_spaceranger
@@ -247,6 +261,72 @@ class RunPlan:
             raise ValueError(f"predict.heads {unknown} are not heads of this config ({', '.join(self.heads)})")
         return samples, cfg.get("hest_dir"), use
 
+    def _slides_plan(self) -> tuple[dict[str, dict], list[str]]:
+        """The config's ``slides``: {sample: {"slide": path, "mpp": float | None}} and the heads to apply."""
+        from genedml.io.sample_sheet import check_sheet_values
+
+        cfg = self.config.get("slides") or {}
+        table = cfg.get("list")
+        if not table:
+            return {}, []
+        import pandas as pd
+
+        path = Path(table)
+        if not path.is_file():
+            raise FileNotFoundError(f"config slides.list: the slides TSV {table} does not exist")
+        sheet = pd.read_csv(path, sep="\t", dtype=str, comment="#", encoding="utf-8-sig").fillna("")
+        missing = [c for c in ("sample", "slide") if c not in sheet.columns]
+        if missing:
+            raise ValueError(f"config slides.list {table}: needs columns sample, slide[, mpp]; lacks {missing}")
+        check_sheet_values(sheet[["sample"]], table)
+        dup = sheet["sample"][sheet["sample"].duplicated()].tolist()
+        clash = sorted(set(sheet["sample"]) & (set(self.samples) | set(self.predict_samples)))
+        if dup or clash:
+            raise ValueError(f"config slides.list {table}: sample ids used twice: {sorted(set(dup)) or clash}")
+        slides = {}
+        for row in sheet.itertuples():
+            if not Path(row.slide).exists():
+                raise FileNotFoundError(f"config slides.list {table}: slide {row.slide} of {row.sample} does not exist")
+            mpp = getattr(row, "mpp", "") or None
+            try:
+                mpp = None if mpp is None else float(mpp)
+            except ValueError:
+                raise ValueError(f"config slides.list {table}: mpp of {row.sample} is {mpp!r}, not a number") from None
+            if mpp is not None and not mpp > 0:
+                raise ValueError(f"config slides.list {table}: mpp of {row.sample} must be > 0, not {mpp}")
+            slides[row.sample] = {"slide": row.slide, "mpp": mpp}
+        use = list(cfg.get("heads") or self.heads)
+        unknown = sorted(set(use) - set(self.heads))
+        if unknown:
+            raise ValueError(f"config slides.heads {unknown} are not heads of this config ({', '.join(self.heads)})")
+        return slides, use
+
+    def slide_mpp_flag(self, sample: str) -> str:
+        mpp = self.slides[sample]["mpp"]
+        return f"--mpp {float(mpp)}" if mpp else ""
+
+    def training_metadata(self) -> str:
+        """One training sample's metadata: what rule virtual_spots takes the run's spot lattice from."""
+        return self.sample_files(self.samples[0])["metadata"]
+
+    def unlabelled(self) -> dict:
+        """Sections predicted without counts, for the report: {sample: {"heads": [...], "slide": bool}}."""
+        out = {s: {"heads": list(self.predict_heads), "slide": False} for s in self.predict_samples}
+        out.update({s: {"heads": list(self.slide_heads), "slide": True} for s in self.slide_samples})
+        return out
+
+    def unlabelled_outputs(self) -> list[str]:
+        """What the report shows of them: OOD summaries, and each slide's QC image and maps."""
+        files = [f"{OOD_DIR}/{s}.json" for s in self.unlabelled()]
+        files += [f"{SLIDES_DIR}/qc/{s}.png" for s in self.slide_samples]
+        files += [f"{SLIDES_DIR}/maps/{h}/{s}.png" for s in self.slide_samples for h in self.slide_heads]
+        return files
+
+    @staticmethod
+    def ood_table(sample: str) -> str:
+        """The OOD score table of a section predicted without counts (slides and predict samples)."""
+        return f"{OOD_DIR}/{sample}.tsv"
+
     # --- what each stage is handed ---------------------------------------------------------------
     def flags(self, *spec_classes):
         """The stages' slices of the config as the flags their CLI subcommand reads (generated from the
@@ -254,12 +334,19 @@ class RunPlan:
         in a plain string (a template ``{symbol}``, a JSON mapping) as wildcards. It runs once per job, and
         Snakemake compares what it returns with the last run's, so a job reruns exactly when its slice
         changes."""
-        text = " ".join(spec.flags(self.config[spec.section]) for spec in spec_classes)
+        text = " ".join(spec.flags(self.section(spec.section)) for spec in spec_classes)
         return lambda wildcards: text
+
+    def section(self, path: str) -> dict:
+        """The config at a dotted path (``tiles``, ``slides.tissue``)."""
+        node = self.config
+        for key in path.split("."):
+            node = (node or {}).get(key) or {}
+        return node
 
     def slice(self, spec_class) -> dict:
         """A stage's slice of the config (defaults filled)."""
-        return schema.with_defaults(spec_class.section, self.config[spec_class.section], spec_class.keys)
+        return schema.with_defaults(spec_class.section, self.section(spec_class.section), spec_class.keys)
 
     def report_facts(self) -> str:
         """The config slices the report lists under "Configuration that shaped the results" (JSON)."""

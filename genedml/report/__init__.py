@@ -45,6 +45,7 @@ def build_report(
     md_out,
     config_facts: dict | None = None,
     n_top: int = 50,
+    unlabelled: dict | None = None,
 ):
     """Write ``site_dir`` (index.html, index.md, figures/, tables/) and ``md_out``; return the document."""
     from genedml.report.render import Document
@@ -52,7 +53,7 @@ def build_report(
     from genedml.report.sections import SECTIONS
     from genedml.report.site import SiteFiles, write_site
 
-    run = load_inputs(results_dir, heads_spec, sheet_path, recipe, feature_stores, config_facts, n_top)
+    run = load_inputs(results_dir, heads_spec, sheet_path, recipe, feature_stores, config_facts, n_top, unlabelled)
     doc, files = Document("genedml report"), SiteFiles()
     for section in SECTIONS:
         section(run, doc, files)

@@ -372,6 +372,8 @@ class ReportInputs:
     n_top: int
     config_facts: dict = field(default_factory=dict)
     geometry: pd.DataFrame = field(default_factory=pd.DataFrame)  # geometry_audit of the run's stores
+    # sections predicted without counts: {sample: {"heads": [...], "slide": bool}} (config slides / predict)
+    unlabelled: dict = field(default_factory=dict)
 
     @property
     def figures_dir(self) -> Path:
@@ -400,6 +402,7 @@ def load_inputs(
     feature_stores: list,
     config_facts: dict | None = None,
     n_top: int = 50,
+    unlabelled: dict | None = None,
 ) -> ReportInputs:
     results = Path(results_dir)
     heads = [load_head(results, name, spec) for name, spec in heads_spec.items()]
@@ -417,4 +420,42 @@ def load_inputs(
         n_top=n_top,
         config_facts=config_facts or {},
         geometry=geometry_audit(feature_stores),
+        unlabelled=unlabelled or {},
     )
+
+
+def unlabelled_facts(results: Path, unlabelled: dict) -> pd.DataFrame:
+    """One row per section predicted without counts: spots, tissue and lattice (bare slides), OOD summary."""
+    import json
+
+    rows = []
+    for sample, spec in unlabelled.items():
+        row = {"section": sample, "kind": "bare slide" if spec.get("slide") else "section without counts"}
+        meta_path = results / "slides" / "metadata" / f"{sample}.json"
+        if spec.get("slide") and meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+            row.update(
+                {
+                    "spots": meta.get("n_spots"),
+                    "tissue mm²": meta.get("area_mm2"),
+                    "µm/px": meta.get("pixel_size_um_estimated"),
+                    "lattice": f"{meta.get('st_technology', '')}, {meta.get('inter_spot_dist', '')} µm",
+                }
+            )
+        ood_path = results / "ood" / f"{sample}.json"
+        if ood_path.exists():
+            ood = json.loads(ood_path.read_text())
+            summary = ood.get("summary", ood)
+            row.update(
+                {
+                    "spots": row.get("spots") or summary.get("n"),
+                    "OOD median": summary.get("median"),
+                    "OOD q90": summary.get("q90"),
+                    "share OOD": summary.get("fraction_above")
+                    if "fraction_above" in summary
+                    else summary.get("fraction_ood"),
+                    "mostly OOD": "yes (warning)" if summary.get("mostly_ood") else "no",
+                }
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)

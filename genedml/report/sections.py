@@ -325,6 +325,50 @@ def geometry_section(run: ReportInputs, doc: Document, site: SiteFiles) -> None:
     site.add_table("tables/geometry.tsv", run.geometry)
 
 
+def unlabelled_sections(run: ReportInputs, doc: Document, site: SiteFiles) -> None:
+    """Sections and bare slides predicted without counts: tissue, lattice, OOD summary, QC and maps."""
+    if not run.unlabelled:
+        return
+    from genedml.report.results import unlabelled_facts
+
+    doc.h(2, "Predicted without counts", "unlabelled")
+    doc.p(
+        "Every fold model of each head predicts these sections; the `.h5ad` files hold the mean (X), each fold's "
+        "prediction and their standard deviation (layers) and each spot's out-of-distribution (OOD) score "
+        "(obs['ood_score']): the mean distance of its embedding to its nearest training spots, divided by that "
+        "of a typical held-out spot of the same fold, so 1 is as far as the held-out sections lie and larger is "
+        "farther. No number here is a measured accuracy."
+    )
+    facts = unlabelled_facts(run.results, run.unlabelled)
+    doc.table(
+        Table(
+            "unlabelled",
+            facts,
+            caption="Per section: spots predicted; for bare slides the tissue area of the mask, the µm/px and the "
+            "virtual lattice; the OOD score's median and 90th percentile, the share of spots above the threshold "
+            "(config slides.ood_threshold) and whether the section is mostly out of distribution "
+            "(slides.ood_warn_fraction): predictions there extrapolate beyond the training data.",
+        )
+    )
+    site.add_table("tables/unlabelled.tsv", facts)
+    for sample, spec in run.unlabelled.items():
+        doc.h(3, sample, f"unlabelled-{sample}")
+        qc = f"figures/slides/qc_{sample}.png"
+        if spec.get("slide") and site.add_if_exists(qc, run.results / "slides" / "qc" / f"{sample}.png"):
+            doc.figure(
+                qc, f"{sample} tissue mask and virtual spots", f"{sample}: tissue mask and virtual spots.", "slide"
+            )
+        for head in spec.get("heads", []):
+            rel = f"figures/slides/{head}_{sample}.png"
+            if site.add_if_exists(rel, run.results / "slides" / "maps" / head / f"{sample}.png"):
+                doc.figure(
+                    rel,
+                    f"{head} {sample} maps",
+                    f"{sample}, {head}: predicted genes, fold disagreement and OOD score.",
+                    "slide",
+                )
+
+
 def run_facts(run: ReportInputs, doc: Document, site: SiteFiles) -> None:
     """Encoder, tiles, targets, genes, folds, model selection, time per stage, versions and the config."""
     doc.h(2, "Run facts", "facts")
@@ -426,5 +470,6 @@ SECTIONS = (
     spatial_maps,
     per_section_scores,
     geometry_section,
+    unlabelled_sections,
     run_facts,
 )

@@ -104,11 +104,12 @@ class SampleFeatures:
             None if self.spot_images is None else self.spot_images[index],
         )
 
-    def with_spot_images(self, path) -> SampleFeatures:
-        """These features with the spot images of the store at ``path`` attached, in the features' spot order."""
+    def with_spot_images(self, path, rows: slice | None = None) -> SampleFeatures:
+        """These features with the spot images of the store at ``path`` attached, in the features' spot order
+        (``rows``: these features are that block of the store's spots, so only its images are read)."""
         from genedml.tiles.spot_images import load_spot_images
 
-        self.spot_images = load_spot_images(path, self.sample).aligned(self.barcodes, self.sample)
+        self.spot_images = load_spot_images(path, self.sample, rows).aligned(self.barcodes, self.sample)
         return self
 
     def token_maps(self) -> TokenMaps | None:
@@ -271,30 +272,50 @@ def gather_neighbours(grid_tiles: np.ndarray, index: np.ndarray) -> np.ndarray:
     return out
 
 
-def load_features(path: str | os.PathLike, sample: str | None = None) -> SampleFeatures:
-    """One store's features; the local views are loaded, the token maps only opened (metadata, no data)."""
+def store_spots(path: str | os.PathLike, sample: str | None = None) -> tuple[int, np.ndarray, np.ndarray]:
+    """(spots, their spatial (N, 2), their array coordinates (N, 2)) of a complete store, reading nothing else:
+    what a caller needs to plan reading the store in blocks of spots (``load_features(rows=...)``)."""
+    group, _ = _open_complete(path, sample)
+    return int(group["local"].shape[0]), np.asarray(group["spatial"][:]), np.asarray(group["array_coords"][:])
+
+
+def load_features(path: str | os.PathLike, sample: str | None = None, rows: slice | None = None) -> SampleFeatures:
+    """One store's features; the local views are loaded, the token maps only opened (metadata, no data).
+    ``rows``: only these consecutive spots (a slice), read from their chunks alone, so a whole slide's
+    features can be processed a block at a time in flat memory."""
     group, attrs = _open_complete(path, sample)
     name = attrs.get("sample", sample or Path(path).stem)
+    part = slice(None) if rows is None else rows
     if attrs["neighbour_mode"] == "grid":
-        tiles = np.asarray(group["grid_tiles"][:], dtype=np.float32)
-        neighbour = gather_neighbours(tiles, np.asarray(group["neighbour_index"][:]))
+        index = np.asarray(group["neighbour_index"][part])
+        used = np.unique(index[index >= 0])  # only the grid tiles this block's spots use
+        tiles = np.asarray(group["grid_tiles"].get_orthogonal_selection(used), dtype=np.float32) if len(used) else None
+        remap = np.full(int(used.max()) + 1 if len(used) else 1, -1, dtype=np.int64)
+        remap[used] = np.arange(len(used))
+        local_index = np.where(index >= 0, remap[np.maximum(index, 0)], -1)
+        dim = group["grid_tiles"].shape[1]
+        neighbour = gather_neighbours(tiles if tiles is not None else np.zeros((0, dim), np.float32), local_index)
     else:
-        neighbour = np.asarray(group["neighbour"][:], dtype=np.float32)
-    local = np.asarray(group["local"][:], dtype=np.float32)
-    views = np.asarray(group["local_views"][:], dtype=np.float32) if "local_views" in group else None
+        neighbour = np.asarray(group["neighbour"][part], dtype=np.float32)
+    local = np.asarray(group["local"][part], dtype=np.float32)
+    views = np.asarray(group["local_views"][part], dtype=np.float32) if "local_views" in group else None
     tokens = group["local_tokens"] if "local_tokens" in group else None
-    _check_views(local, views, tokens, attrs, name, path)
+    token_rows = None
+    if tokens is not None and rows is not None:  # a row mapping into the lazy token maps
+        token_rows = np.arange(*rows.indices(tokens.shape[0]))
+    _check_views(local, views, None if rows is not None else tokens, attrs, name, path)
     return SampleFeatures(
         sample=name,
         local=local,
         neighbour=neighbour,
-        neighbour_mask=np.asarray(group["neighbour_mask"][:], dtype=bool),
-        barcodes=np.array(group["barcodes"][:].tolist(), dtype=str),
-        spatial=np.asarray(group["spatial"][:]),
-        array_coords=np.asarray(group["array_coords"][:]),
+        neighbour_mask=np.asarray(group["neighbour_mask"][part], dtype=bool),
+        barcodes=np.array(group["barcodes"][part].tolist(), dtype=str),
+        spatial=np.asarray(group["spatial"][part]),
+        array_coords=np.asarray(group["array_coords"][part]),
         attrs=attrs,
         local_views=views,
         local_tokens=tokens,
+        token_rows=token_rows,
         path=str(path),
     )
 

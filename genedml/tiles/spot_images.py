@@ -158,8 +158,9 @@ class SpotImages:
         return self.images[rows]
 
 
-def load_spot_images(path, sample: str | None = None) -> SpotImages:
-    """A complete spot-image store, read into memory; a missing or unfinished one is an input error."""
+def load_spot_images(path, sample: str | None = None, rows: slice | None = None) -> SpotImages:
+    """A complete spot-image store, read into memory (``rows``: only those consecutive spots); a missing or
+    unfinished one is an input error."""
     import zarr
 
     path = Path(path)
@@ -169,8 +170,9 @@ def load_spot_images(path, sample: str | None = None) -> SpotImages:
     attrs = dict(group.attrs)
     if not attrs.get("complete") or "images" not in group:
         raise InputError("spot-image store is incomplete; delete it and rerun", sample, path)
-    images = np.asarray(group["images"][:], dtype=np.uint8)
-    barcodes = np.array(group["barcodes"][:].tolist(), dtype=str)
+    part = slice(None) if rows is None else rows
+    images = np.asarray(group["images"][part], dtype=np.uint8)
+    barcodes = np.array(group["barcodes"][part].tolist(), dtype=str)
     if images.ndim != 4 or images.shape[3] != 3 or images.shape[1] != images.shape[2] or len(images) != len(barcodes):
         raise InputError(f"spot-image store has images of shape {images.shape} for {len(barcodes)} spots", sample, path)
     return SpotImages(attrs.get("sample", sample or path.stem), images, barcodes, attrs, str(path))

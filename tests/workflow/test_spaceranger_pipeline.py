@@ -69,7 +69,9 @@ def test_each_sample_was_converted_with_its_pixel_size_and_tissue_spots(run):
     work, _ = run
     for sample, _, header, outside in SAMPLES:
         meta = json.loads((work / f"results/import/spaceranger/hest/metadata/{sample}.json").read_text())
-        assert meta["st_technology"] == "Visium" and meta["pixel_size_um_estimated"] == pytest.approx(0.7299, rel=1e-3)
+        assert meta["st_technology"] == "Visium" and meta["pixel_size_um_estimated"] == pytest.approx(
+            0.7246, rel=1e-3
+        )  # 100 µm / the crop's 138 px pitch
         assert meta["imported_from"]["positions"] == ("tissue_positions.csv" if header else "tissue_positions_list.csv")
         targets = ad.read_h5ad(work / f"results/targets/{sample}.h5ad")
         assert targets.n_obs == 49 - outside  # in_tissue 0 spots left out of targets as of tiles

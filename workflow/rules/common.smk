@@ -15,13 +15,25 @@ from genedml.io.legacy_st import ImportSpec
 from genedml.io.spaceranger import SpaceRangerSpec
 from genedml.pipeline import schema
 from genedml.pipeline.checks import put_genedml_on_path
-from genedml.pipeline.plan import DEMO_DIR, GENE_SEMANTICS, IMPORT_DIR, SPACERANGER_DIR, RunPlan
+from genedml.evaluation.ood import OODSpec
+from genedml.pipeline.plan import (
+    DEMO_DIR,
+    GENE_SEMANTICS,
+    IMPORT_DIR,
+    OOD_DIR,
+    OOD_REFERENCE,
+    SLIDES_DIR,
+    SPACERANGER_DIR,
+    RunPlan,
+)
 from genedml.study.folds import FoldSpec
 from genedml.study.gene_semantics import GeneSemanticsSpec
 from genedml.study.genes import GeneSpec
 from genedml.study.targets import TargetSpec
 from genedml.tiles.encoders import EmbedRuntime, EncoderSpec
 from genedml.tiles.geometry import TileSpec
+from genedml.tiles.lattice import LatticeSpec
+from genedml.tiles.tissue import TissueSpec
 from genedml.tiles.spot_images import SpotImageSpec
 
 # the jobs run the `genedml` installed beside the Python that runs Snakemake (the package imported here),
@@ -44,11 +56,12 @@ if RUN.train_only:
 HEADS = list(RUN.heads)
 FOLDS = RUN.folds
 PREDICT_SAMPLES, PREDICT_HEADS = RUN.predict_samples, RUN.predict_heads
+SLIDE_SAMPLES, SLIDE_HEADS = RUN.slide_samples, RUN.slide_heads  # bare slides (config `slides`)
 RUNTIME = RUN.slice(EmbedRuntime)  # run-time knobs of the embed step: resources, never params
 
 
 wildcard_constraints:
-    sample="|".join(re.escape(s) for s in SAMPLES + PREDICT_SAMPLES),
+    sample="|".join(re.escape(s) for s in SAMPLES + PREDICT_SAMPLES + SLIDE_SAMPLES),
     head="|".join(re.escape(h) for h in HEADS),
     encoder=re.escape(RUN.encoder),
     fold=r"\d+",

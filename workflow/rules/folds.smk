@@ -8,7 +8,7 @@ rule folds:
     params:
         settings=RUN.flags(FoldSpec),
         # scheme 'reference': the published folds of the dataset (default: the sample sheet's dataset column)
-        dataset=[config["dataset"]] if config["dataset"] else [],
+        dataset=["--dataset", config["dataset"]] if config["dataset"] else [],
     log:
         "results/logs/folds.log",
     threads: 1

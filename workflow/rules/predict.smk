@@ -5,13 +5,16 @@ rule predict:
         models=expand("results/heads/{{head}}/fold{fold}/fold.json", fold=FOLDS),
         reference=RUN.features_path(SAMPLES[0]),
         spot_images=lambda wildcards: RUN.spot_image_inputs(wildcards.head, [wildcards.sample]),
+        st=lambda wildcards: sample_files(wildcards)["st"],
+        ood=lambda wildcards: RUN.ood_table(wildcards.sample),
     output:
         predictions="results/predict/{head}/{sample}.h5ad",
     params:
         models=lambda wildcards, input: [os.path.dirname(p) for p in input.models],
         spot_images=lambda wildcards, input: (["--spot-images", *input.spot_images] if input.spot_images else []),
     wildcard_constraints:
-        sample="|".join(re.escape(s) for s in PREDICT_SAMPLES) or "(?!)",  # none configured: matches nothing
+        # none configured: matches nothing
+        sample="|".join(re.escape(s) for s in PREDICT_SAMPLES + SLIDE_SAMPLES) or "(?!)",
     log:
         "results/logs/predict/{head}/{sample}.log",
     benchmark:
@@ -25,4 +28,4 @@ rule predict:
     shell:
         "genedml predict --head {wildcards.head:q} --models {params.models:q} --sample {wildcards.sample:q} "
         "--features {input.features:q} --reference-features {input.reference:q} {params.spot_images:q} "
-        "--out {output.predictions:q} --threads {threads} > {log:q} 2>&1"
+        "--st {input.st:q} --ood {input.ood:q} --out {output.predictions:q} --threads {threads} > {log:q} 2>&1"

@@ -111,6 +111,8 @@ rule report_markdown:
         genes="results/genes/genes.tsv",
         sheet=RUN.sheet_path,  # the config's TSV, or the one rule sample_sheet builds from the registry
         stores=[RUN.features_path(s) for s in SAMPLES],
+        # sections and bare slides predicted without counts (config predict / slides)
+        unlabelled=RUN.unlabelled_outputs(),
     output:
         markdown=report("results/report.md", caption="../report/report.rst", category="Report"),
         # not tagged for `snakemake --report`: Snakemake embeds a folder only in .zip reports, and the
@@ -120,6 +122,7 @@ rule report_markdown:
         heads=json.dumps(RUN.head_report, sort_keys=True),
         settings=RUN.flags(EvaluateSpec, TargetSpec),
         facts=RUN.report_facts(),
+        unlabelled=json.dumps(RUN.unlabelled(), sort_keys=True),
     log:
         "results/logs/report_markdown.log",
     threads: 1
@@ -131,4 +134,4 @@ rule report_markdown:
     shell:
         "genedml report --results-dir results --heads {params.heads:q} --sheet {input.sheet:q} "
         "--features {input.stores:q} --site-dir {output.site:q} --markdown {output.markdown:q} "
-        "{params.settings} --config-facts {params.facts:q} > {log:q} 2>&1"
+        "{params.settings} --config-facts {params.facts:q} --unlabelled {params.unlabelled:q} > {log:q} 2>&1"

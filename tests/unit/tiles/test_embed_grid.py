@@ -102,6 +102,13 @@ def test_grid_equals_centred_where_the_lattice_coincides(lattice, tmp_path):
     assert c.neighbour.std(0).mean() > 0.05  # the encoder does tell tiles apart
     np.testing.assert_array_equal(gr.neighbour, c.neighbour)
     np.testing.assert_array_equal(gr.local, c.local)
+    # a block of spots read alone equals those rows of the whole store, in both modes
+    for mode, (_, whole) in out.items():
+        block = load_features(tmp_path / f"{mode}.zarr", rows=slice(13, 41))
+        np.testing.assert_array_equal(block.neighbour, whole.neighbour[13:41])
+        np.testing.assert_array_equal(block.local, whole.local[13:41])
+        np.testing.assert_array_equal(block.neighbour_mask, whole.neighbour_mask[13:41])
+        assert block.barcodes.tolist() == whole.barcodes[13:41].tolist()
 
 
 @pytest.fixture(scope="module")
