@@ -93,7 +93,9 @@ def check_encoder(config: dict, features_dir: str | os.PathLike | None = None) -
     arch = encoder.get("timm_name") or encoder["name"]
     timm = import_timm()
     if not timm.is_model(arch):
-        close = timm.list_models(f"*{arch[:4]}*")[:8] if len(arch) >= 4 else []
+        import difflib
+
+        close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.8)
         key = "encoder.timm_name" if encoder.get("timm_name") else "encoder.name"
         hint = f"; timm names like it: {', '.join(close)}" if close else ""
         raise ValueError(

@@ -99,6 +99,20 @@ def _message(exc) -> str:
     under {'multipleOf': 2}"); the setting's description then says what is allowed."""
     if exc.validator == "not":
         return f"{exc.instance!r} is not allowed"
+    if exc.validator == "additionalProperties" and isinstance(exc.instance, dict):
+        import re
+
+        known = list(exc.schema.get("properties", {}))
+        patterns = list(exc.schema.get("patternProperties", {}))
+        extra = [k for k in exc.instance if k not in known and not any(re.search(p, k) for p in patterns)]
+        if extra:
+            import difflib
+
+            hints = [
+                f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, known, 1)) else repr(k)
+                for k in extra
+            ]
+            return f"unknown key{'s' if len(extra) > 1 else ''} {', '.join(hints)}; known: {', '.join(known)}"
     return exc.message
 
 

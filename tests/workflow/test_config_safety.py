@@ -46,7 +46,7 @@ def bad_patient(config):
 
 # (what is wrong, the change, words of the error the user sees)
 CASES = [
-    ("top-level typo", set_key("run_head", ["ridge"]), "'run_head' was unexpected"),
+    ("top-level typo", set_key("run_head", ["ridge"]), "unknown key 'run_head' (did you mean 'run_heads'?)"),
     ("even neighbour grid", set_key("tiles.grid", 4), "config tiles.grid: 4 is not allowed"),
     ("unknown head key", set_key("heads.ridge.alpha", 5), "unknown setting(s) ['alpha']"),
     ("epochs -1", set_key("heads.stnet", {"type": "stnet", "epochs": -1}), "stnet epochs must be >= 1, not -1"),
