@@ -82,10 +82,30 @@ def _crop_box(xy: np.ndarray, diameter: float, width: int, height: int) -> tuple
     return float(x0), float(x1), float(y0), float(y1)
 
 
+def draw_spots(ax, xy, diameter: float, values, norm, cmap: str = "viridis", alpha: float = 0.9):
+    """Spots as discs of ``diameter`` (data units: level-0 px) at ``xy``, coloured by ``values``."""
+    from matplotlib.collections import EllipseCollection
+
+    spots = EllipseCollection(
+        diameter,
+        diameter,
+        0.0,
+        units="xy",
+        offsets=xy,
+        offset_transform=ax.transData,
+        cmap=cmap,
+        norm=norm,
+        alpha=alpha,
+        edgecolors="none",
+    )
+    spots.set_array(values)
+    ax.add_collection(spots)
+    return spots
+
+
 def spatial_maps(export_h5ad, thumbnail_json, genes: list[str], out_png, head: str = "") -> list[dict]:
     """One PNG: a row per gene, columns truth | prediction. Returns the PCC per gene (for the caption)."""
     import anndata as ad
-    from matplotlib.collections import EllipseCollection
     from matplotlib.colors import Normalize
 
     from genedml.evaluation.thumbnails import load_thumbnail
@@ -115,20 +135,7 @@ def spatial_maps(export_h5ad, thumbnail_json, genes: list[str], out_png, head: s
         for col, values in enumerate((truth[:, j], pred[:, j])):  # truth, then prediction
             ax = axes[row, col]
             ax.imshow(image, extent=(0, width, height, 0), interpolation="bilinear")
-            spots = EllipseCollection(
-                diameter,
-                diameter,
-                0.0,
-                units="xy",
-                offsets=xy,
-                offset_transform=ax.transData,
-                cmap="viridis",
-                norm=norm,
-                alpha=0.9,
-                edgecolors="none",
-            )
-            spots.set_array(scale01(values))
-            ax.add_collection(spots)
+            spots = draw_spots(ax, xy, diameter, scale01(values), norm)
             ax.set_xlim(x0, x1)
             ax.set_ylim(y1, y0)
             ax.set_aspect("equal")

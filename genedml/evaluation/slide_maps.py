@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from genedml.errors import InputError
-from genedml.evaluation.figures import _save, choose_spatial_genes, pyplot, scale01
+from genedml.evaluation.figures import _save, choose_spatial_genes, draw_spots, pyplot, scale01
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,6 @@ def disagreement(adata, genes: list[str]) -> np.ndarray | None:
 def slide_maps(predictions, genes_wanted: list[str], out_png) -> dict:
     """Draw the maps (module doc) into ``out_png``; return what was drawn."""
     import anndata as ad
-    from matplotlib.collections import EllipseCollection
     from matplotlib.colors import Normalize
 
     path = Path(predictions)
@@ -90,20 +89,7 @@ def slide_maps(predictions, genes_wanted: list[str], out_png) -> dict:
         if image is not None:
             h, w = image.shape[:2]
             ax.imshow(image, extent=(0, w * downsample, h * downsample, 0), interpolation="bilinear")
-        spots = EllipseCollection(
-            diameter,
-            diameter,
-            0.0,
-            units="xy",
-            offsets=xy,
-            offset_transform=ax.transData,
-            cmap=cmap,
-            norm=norm,
-            alpha=0.85,
-            edgecolors="none",
-        )
-        spots.set_array(np.nan_to_num(np.asarray(values, dtype=float)))
-        ax.add_collection(spots)
+        spots = draw_spots(ax, xy, diameter, np.nan_to_num(np.asarray(values, dtype=float)), norm, cmap, 0.85)
         ax.set_xlim(x0, x1)
         ax.set_ylim(y1, y0)
         ax.set_aspect("equal")

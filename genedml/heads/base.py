@@ -65,24 +65,8 @@ SETTING_BOUNDS = {
 }
 
 
-def _kind_of(value) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (list, tuple)):
-        return "list"
-    if isinstance(value, dict):
-        return "mapping"
-    return type(value).__name__
-
-
 # what may stand where the default is a number / a flag (a list: per-layer sizes such as stnet's hidden)
-ACCEPTED = {"integer": {"integer", "list"}, "number": {"integer", "number", "list"}, "boolean": {"boolean"}}
+ACCEPTED = {"integer": {"integer", "array"}, "number": {"integer", "number", "array"}, "boolean": {"boolean"}}
 
 
 def check_setting_values(kind: str, settings: dict, defaults: dict, given: dict) -> None:
@@ -91,7 +75,7 @@ def check_setting_values(kind: str, settings: dict, defaults: dict, given: dict)
     each head's own checks of its choices."""
     for key, value in given.items():
         default = defaults.get(key)
-        want, have = _kind_of(default), _kind_of(value)
+        want, have = schema.json_type(default), schema.json_type(value)
         if default is not None and value is not None and want in ACCEPTED and have not in ACCEPTED[want]:
             article = "an" if want[0] in "aeiou" else "a"
             raise ValueError(f"{kind} {key} must be {article} {want} (like its default {default!r}), not {value!r}")
@@ -99,7 +83,7 @@ def check_setting_values(kind: str, settings: dict, defaults: dict, given: dict)
         value = settings.get(key)
         if key not in settings or value is None:
             continue
-        if _kind_of(value) not in ("integer", "number"):
+        if schema.json_type(value) not in ("integer", "number"):
             raise ValueError(f"{kind} {key} must be a number, not {value!r}")
         exclusive = bool(how)
         low_bad = lo is not None and (value <= lo if exclusive else value < lo)

@@ -76,7 +76,8 @@ class PitchCheck:
         return self.expected_um / self.measured_px
 
 
-def _positive(value) -> float | None:
+def positive(value) -> float | None:
+    """``value`` as a finite positive float, else None (a metadata field that is absent, empty or 0)."""
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -109,14 +110,14 @@ def expected_pitch(meta: dict, measured_um: float | None = None) -> tuple[float,
     ``measured_um`` picks between an ``inter_spot_dist`` and a ``spot_diameter`` that look swapped."""
     technology = str(meta.get("st_technology") or "").strip()
     key = _tech_key(technology)
-    stated = _positive(meta.get("inter_spot_dist"))
+    stated = positive(meta.get("inter_spot_dist"))
     if stated is not None and key == "visiumhd" and meta.get("hd_bin_um") is None:
         return (
             f"the metadata's inter_spot_dist ({stated:g} µm) is HEST's Visium HD bin, not necessarily the "
             "pitch of the (pooled) spots in the .h5ad, and no hd_bin_um says which bins they are"
         )
     if stated is not None:
-        diameter = _positive(meta.get("spot_diameter"))
+        diameter = positive(meta.get("spot_diameter"))
         if diameter is not None and diameter > stated and measured_um is not None:
             nearer = min((stated, diameter), key=lambda v: abs(np.log(measured_um / v)))
             if nearer == diameter:
@@ -138,7 +139,7 @@ def expected_pitch(meta: dict, measured_um: float | None = None) -> tuple[float,
 def _source_words(source: str, meta: dict) -> str:
     if source == "metadata":
         how = str(meta.get("pixel_size_um_source") or "")
-        key = "pixel_size_um_estimated" if _positive(meta.get("pixel_size_um_estimated")) else "pixel_size_um_embedded"
+        key = "pixel_size_um_estimated" if positive(meta.get("pixel_size_um_estimated")) else "pixel_size_um_embedded"
         if how == "configured":
             return f"the metadata's {key}, which the legacy import took from data.mpp / --mpp"
         return f"the metadata's {key}" + (f" ({how})" if how else "")

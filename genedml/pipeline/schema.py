@@ -153,7 +153,8 @@ def _types(node: dict) -> set[str]:
     return out or {"string"}
 
 
-def _json_type(value) -> str:
+def json_type(value) -> str:
+    """The JSON type name of a Python value (``integer``, ``number``, ``array``, ...)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -178,7 +179,7 @@ def parse_value(text: str, node: dict):
         except json.JSONDecodeError:
             value = text
         else:
-            kind = _json_type(value)
+            kind = json_type(value)
             if kind in allowed or (kind == "integer" and "number" in allowed):
                 return value
             value = text

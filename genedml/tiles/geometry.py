@@ -29,6 +29,7 @@ import numpy as np
 
 from genedml.atomic import atomic_path
 from genedml.io.hest import check_spots_inside
+from genedml.io.pixel_size import positive
 from genedml.pipeline.spec import StageSpec
 
 
@@ -366,14 +367,6 @@ def _used_nodes(grid: dict, mask: np.ndarray, block: int) -> dict:
     }
 
 
-def _positive(value) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if np.isfinite(value) and value > 0 else None
-
-
 def tile_sample(paths, spec: TileSpec, out: str | os.PathLike, spots=None) -> Geometry:
     """Read one HEST-layout sample, compute its geometry and write it to ``out`` (.npz). ``spots``: which spots
     take part (``genedml.io.hest.SpotFilterSpec``; None: the schema's default)."""
@@ -404,8 +397,8 @@ def tile_sample(paths, spec: TileSpec, out: str | os.PathLike, spots=None) -> Ge
     )
     geom.sample_facts = {
         "technology": str(meta.get("st_technology") or ""),
-        "spot_diameter_um": _positive(meta.get("spot_diameter")),
-        "spot_pitch_um": _positive(meta.get("inter_spot_dist")),
+        "spot_diameter_um": positive(meta.get("spot_diameter")),
+        "spot_pitch_um": positive(meta.get("inter_spot_dist")),
         "spots_in_file": int(in_file),
         "left_out_outside_tissue": int(in_file - adata.n_obs),
         "in_tissue": spots.in_tissue,
