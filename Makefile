@@ -19,10 +19,11 @@ BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.genedml-installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install demo test test-fast test-slurm lint dry-run help
+.PHONY: install demo test test-fast test-slurm lint dry-run help gpu-wheels gpu-bench
 
 help:
 	@sed -n '1,10p' Makefile
+	@echo "#   make gpu-wheels GPU_PYTHON_VERSION=3.12   wheels for an offline GPU node (docs/benchmarks.md)"
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,3 +57,22 @@ lint: $(STAMP)
 
 dry-run: $(STAMP)
 	$(BIN)/snakemake -n
+
+# The GPU benchmark on a node without registry access (docs/benchmarks.md, "GPU benchmark"): download here
+# the few wheels that the embed path and the Gene-DML head need beyond torch, timm, numpy, scipy, h5py and
+# scikit-learn, for the node's Python, pinned by the lock; copy the checkout there and run benchmarks/gpu.sh.
+GPU_PYTHON_VERSION ?= 3.12
+GPU_WHEELS_DIR ?= gpu-wheels
+GPU_BENCH_ARGS ?=
+GPU_WHEELS := $(shell grep -v '^\#' benchmarks/gpu-wheels.txt)
+
+gpu-wheels:
+	mkdir -p $(GPU_WHEELS_DIR)/py$(GPU_PYTHON_VERSION)
+	rm -f $(GPU_WHEELS_DIR)/py$(GPU_PYTHON_VERSION)/*.whl
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version $(GPU_PYTHON_VERSION) \
+		--platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 -d $(GPU_WHEELS_DIR)/py$(GPU_PYTHON_VERSION) \
+		$$(for p in $(GPU_WHEELS); do grep -i "^$$p==" $(LOCK) || echo "MISSING-PIN-$$p"; done)
+	@du -sh $(GPU_WHEELS_DIR)/py$(GPU_PYTHON_VERSION)
+
+gpu-bench:
+	benchmarks/gpu.sh $(GPU_BENCH_ARGS)

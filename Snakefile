@@ -34,7 +34,8 @@ rule all:
         # the caches are products too: a deleted feature or spot-image store is rebuilt (docs/embedding.md)
         [RUN.features_path(s) for s in SAMPLES],
         RUN.spot_image_stores(),
-        expand("results/predictions/{head}/{sample}.h5ad", head=HEADS, sample=TEST_SAMPLES),
+        # every held-out section's predictions, one folder of .h5ad per head
+        expand("results/predictions/{head}", head=HEADS),
         # sections without counts, when config `predict` lists some
         expand("results/predict/{head}/{sample}.h5ad", head=PREDICT_HEADS, sample=PREDICT_SAMPLES),
         # bare slides, when config `slides` lists some: predictions, QC of the tissue mask and lattice, maps

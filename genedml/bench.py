@@ -7,6 +7,9 @@ well float16 embeddings compress under candidate Zarr codecs and chunk sizes. Wi
 ``--tokens`` it also embeds the slides (in the first of ``--modes``) for every count of dihedral views of
 the local crop and with the token cache off and on, and reports encoder calls, bytes per spot and wall time
 as ratios to one view without tokens, measured in the same run.
+
+``genedml bench reader`` times what one data-loader worker does without the encoder (the embed step's
+read-and-cut path) beside raw OpenSlide decoding of the same tiles, in both modes, in the same run.
 """
 
 from __future__ import annotations
@@ -577,8 +580,205 @@ def print_table(result: dict) -> None:
         )
 
 
+# ----------------------------------------------------------------------------------------------- reader
+
+READER_HELP = """\
+Measure what one data-loader worker does, without the encoder: iterate the embed step's RegionTiles items
+(read boxes with read_box_pixels, cut tiles, torch tensors) in this process on one thread, beside raw decoding
+(OpenSlide read_region of as many tile_px tiles at the same level and positions, converted to RGB numpy).
+Both are timed alternately in the same run (fresh slide handle per pass; best of --repeats), per neighbour
+mode; the table gives tiles/s (wall and CPU time) and the ratio read-and-cut / raw.
+
+      genedml bench reader --her2st ../shared/data/her2st --sections B4
+      genedml bench reader --visium-demo --demo-size-um 2000 2000 --max-tiles 2000
+"""
+
+
+def reader_items(g, embed_dim: int) -> list:
+    """The data-loader items ``embed_sample`` would read for geometry ``g`` (one view, no token cache)."""
+    from genedml.tiles.embed_plan import plan_units
+    from genedml.tiles.features import StoreLayout
+
+    n_nodes = len(g.grid_nodes) if g.spec.neighbour_mode == "grid" else 0
+    layout = StoreLayout(g.n_spots, g.spec.grid * g.spec.grid, embed_dim, g.spec.neighbour_mode, n_nodes)
+    _, unit_items = plan_units(g, layout)
+    return [item for items in unit_items for item in items]
+
+
+def _first_tiles(items: list, max_tiles: int) -> list:
+    """The leading items holding about ``max_tiles`` tiles (0: all): a prefix keeps the reading order."""
+    if not max_tiles:
+        return items
+    counts = np.cumsum([len(it.cuts) for it in items])
+    return items[: int(np.searchsorted(counts, max_tiles)) + 1]
+
+
+def raw_tile_corners(items: list, scale: float) -> np.ndarray:
+    """(K, 2) level-0 corners of every tile the items cut, in cutting order."""
+    corners = [it.boxes[it.cuts[:, 0], :2] + it.cuts[:, 1:3] * scale for it in items if len(it.cuts)]
+    return np.round(np.concatenate(corners)).astype(np.int64) if corners else np.zeros((0, 2), np.int64)
+
+
+def _time_raw(slide_path: str, level: int, corners: np.ndarray, tile_px: int) -> tuple[float, float]:
+    import openslide
+
+    slide = openslide.OpenSlide(slide_path)  # a fresh handle: its tile cache starts empty, like a worker's
+    wall, cpu = time.perf_counter(), time.process_time()
+    for x, y in corners:
+        np.asarray(slide.read_region((int(x), int(y)), level, (tile_px, tile_px)).convert("RGB"))
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _time_reader(slide_path: str, scale: float, tile_px: int, items: list) -> tuple[float, float]:
+    from genedml.tiles.embed_loader import RegionTiles
+
+    tiles = RegionTiles(slide_path, scale, tile_px, items)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for j in range(len(tiles)):
+        tiles[j]
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def measure_reader(g, embed_dim: int = 48, max_tiles: int = 0, repeats: int = 3) -> dict:
+    """Best-of-``repeats`` seconds (wall and CPU) of raw decoding and of read-and-cut on one geometry,
+    alternating the two (ABBA) so that both see the same machine."""
+    import openslide
+
+    items = _first_tiles(reader_items(g, embed_dim), max_tiles)
+    px = g.spec.tile_px
+    with openslide.OpenSlide(g.slide_path) as slide:
+        level = slide.get_best_level_for_downsample(g.scale + 1e-6)  # the level read_box reads from
+    corners = raw_tile_corners(items, g.scale)
+    _time_raw(g.slide_path, level, corners, px)  # warm the page cache for both
+    best = {"raw": [float("inf")] * 2, "reader": [float("inf")] * 2}
+    for r in range(repeats):
+        for path in ("raw", "reader") if r % 2 == 0 else ("reader", "raw"):
+            if path == "raw":
+                seconds = _time_raw(g.slide_path, level, corners, px)
+            else:
+                seconds = _time_reader(g.slide_path, g.scale, px, items)
+            best[path] = [min(a, b) for a, b in zip(best[path], seconds)]
+    box_px = sum(float(b[2] * b[3]) for it in items for b in it.boxes)
+    return {
+        "items": len(items),
+        "tiles": len(corners),
+        "boxes": sum(len(it.boxes) for it in items),
+        "box_px_per_tile_px": round(box_px / max(len(corners) * px * px, 1), 3),
+        "level": int(level),
+        "scale": g.scale,
+        **{f"{path}_wall_s": round(best[path][0], 4) for path in best},
+        **{f"{path}_cpu_s": round(best[path][1], 4) for path in best},
+    }
+
+
+def _reader_rates(m: dict) -> dict:
+    """tiles/s of both paths and the ratio read-and-cut / raw, from summed tiles and seconds."""
+    out = {}
+    for clock in ("wall", "cpu"):
+        raw = m["tiles"] / max(m[f"raw_{clock}_s"], 1e-9)
+        reader = m["tiles"] / max(m[f"reader_{clock}_s"], 1e-9)
+        out.update({f"raw_{clock}_tiles_per_s": round(raw, 1), f"reader_{clock}_tiles_per_s": round(reader, 1)})
+        out[f"ratio_{clock}"] = round(reader / max(raw, 1e-9), 3)
+    return out
+
+
+def bench_reader(a) -> dict:
+    import torch
+
+    from genedml.io.hest import SamplePaths
+    from genedml.tiles.geometry import tile_sample
+
+    work = Path(a.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    result = {
+        "rows": [],
+        "run": {
+            "repeats": a.repeats,
+            "max_tiles": a.max_tiles,
+            "cpu_count": os.cpu_count(),
+            "machine": platform.machine(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+    }
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one loader worker: one thread
+    try:
+        for name, hest_dir, samples, tiles_json in _bench_datasets(a, work):
+            for mode in a.modes:
+                spec = _tiles(tiles_json, mode, a.grid_stride, a.grid_offset)
+                total: dict = {}
+                for sample in samples:
+                    geom_path = work / "tiles" / name / mode / f"{sample}.npz"
+                    g = tile_sample(SamplePaths.in_hest_dir(hest_dir, sample), spec, geom_path)
+                    log.info("%s %s: read-and-cut vs raw decoding (%s mode)", name, sample, mode)
+                    m = measure_reader(g, a.embed_dim, a.max_tiles, a.repeats)
+                    result["rows"].append({"dataset": name, "sample": sample, "mode": mode, **m, **_reader_rates(m)})
+                    for key in ("items", "tiles", "boxes", "raw_wall_s", "raw_cpu_s", "reader_wall_s", "reader_cpu_s"):
+                        total[key] = total.get(key, 0) + m[key]
+                if len(samples) > 1:
+                    result["rows"].append(
+                        {"dataset": name, "sample": "all", "mode": mode, **total, **_reader_rates(total)}
+                    )
+    finally:
+        torch.set_num_threads(threads)
+    from genedml.atomic import write_json
+
+    write_json(Path(a.out), result)
+    print_reader_table(result)
+    print(f"\nwritten: {a.out}")
+    return result
+
+
+def print_reader_table(result: dict) -> None:
+    print(
+        f"\nread-and-cut (RegionTiles, no encoder) vs raw decoding, one process, one thread; best of {result['run']['repeats']}"
+    )
+    sw = max([10] + [len(str(r["sample"])) for r in result["rows"]])  # sample names run long (VISIUM_DEMO_...)
+    head = (
+        f"{'dataset':<12} {'sample':<{sw}} {'mode':<8} {'tiles':>6} {'boxes':>6} {'box/tile px':>11} "
+        f"{'raw t/s':>8} {'read t/s':>8} {'ratio':>6} {'raw cpu t/s':>11} {'read cpu t/s':>12} {'cpu ratio':>9}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in result["rows"]:
+        print(
+            f"{r['dataset']:<12} {r['sample']:<{sw}} {r['mode']:<8} {r['tiles']:>6} {r['boxes']:>6} "
+            f"{r.get('box_px_per_tile_px', float('nan')):>11.2f} {r['raw_wall_tiles_per_s']:>8.0f} "
+            f"{r['reader_wall_tiles_per_s']:>8.0f} {r['ratio_wall']:>6.2f} {r['raw_cpu_tiles_per_s']:>11.0f} "
+            f"{r['reader_cpu_tiles_per_s']:>12.0f} {r['ratio_cpu']:>9.2f}"
+        )
+
+
+def _add_reader_parser(sub) -> None:
+    s = sub.add_parser(
+        "reader",
+        help="tiles/s of the loader's read-and-cut path alone vs raw OpenSlide decoding, both modes",
+        description=READER_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument("--her2st", metavar="DIR", help="legacy-ST folder with ST-cnts/, ST-spotfiles/, ST-imgs/")
+    s.add_argument("--sections", nargs="+", default=["B4"], help="HER2ST sections with images")
+    s.add_argument("--visium-demo", action="store_true", help="a generated Visium-like slide (100 µm hex pitch)")
+    s.add_argument("--demo-size-um", nargs=2, type=float, default=[4000.0, 4000.0], metavar=("W", "H"))
+    s.add_argument("--demo-mpp", type=float, default=0.5)
+    s.add_argument("--hest-dir", metavar="DIR", help="a HEST-1k folder (wsis/, st/, metadata/)")
+    s.add_argument("--samples", nargs="+", help="HEST ids in --hest-dir")
+    s.add_argument("--her2st-tiles", type=json.loads, default={"tile_px": 224, "target_mpp": "native"})
+    s.add_argument("--visium-tiles", type=json.loads, default={"tile_px": 224, "target_mpp": 0.5})
+    s.add_argument("--hest-tiles", type=json.loads, default={"tile_px": 224, "target_mpp": 0.5})
+    s.add_argument("--grid-stride", type=float, default=1.0)
+    s.add_argument("--grid-offset", default="auto")
+    s.add_argument("--modes", nargs="+", choices=NEIGHBOUR_MODES, default=NEIGHBOUR_MODES)
+    s.add_argument("--embed-dim", type=int, default=SMALL_UNI["model_kwargs"]["embed_dim"], help="sets units of work")
+    s.add_argument("--max-tiles", type=int, default=0, help="tiles per slide and mode, a prefix (0: all)")
+    s.add_argument("--repeats", type=int, default=3, help="timed passes of each path (best counts)")
+    s.add_argument("--work-dir", default="results/bench/work", help="converted slides and geometries")
+    s.add_argument("--out", default="results/bench/reader.json")
+    s.set_defaults(func=bench_reader)
+
+
 def add_bench_parsers(sub) -> None:
-    """``genedml bench <what>``: add ``embed`` to the ``bench`` sub-command's sub-parsers."""
+    """``genedml bench <what>``: add ``embed`` (and ``reader``) to the ``bench`` sub-command's sub-parsers."""
     s = sub.add_parser(
         "embed",
         help="encoder calls, tiles/s, bytes and memory of both neighbour modes",
@@ -621,3 +821,8 @@ def add_bench_parsers(sub) -> None:
     )
     s.add_argument("--progress", action="store_true", help="progress bars of each embedding")
     s.set_defaults(func=bench_embed)
+    _add_reader_parser(sub)
+
+    from genedml.bench_gpu import add_parser as add_gpu_parser
+
+    add_gpu_parser(sub)  # genedml bench gpu (genedml/bench_gpu.py)

@@ -462,13 +462,28 @@ def _train_args(s):
     )
     s.add_argument("--folds", required=True)
     s.add_argument("--fold", type=int, required=True)
-    s.add_argument("--features", nargs="+", required=True, help="sample=path.zarr ...")
-    s.add_argument("--targets", nargs="+", required=True, help="sample=path.h5ad ...")
+    s.add_argument(
+        "--inputs", help="the training-inputs index (genedml training-inputs): every section's features and targets"
+    )
+    s.add_argument("--features", nargs="+", help="sample=path.zarr ... (instead of --inputs)")
+    s.add_argument("--targets", nargs="+", help="sample=path.h5ad ... (instead of --inputs)")
     s.add_argument(
         "--spot-images", nargs="*", default=[], help="sample=path.zarr ... (heads with a trainable image encoder)"
     )
     s.add_argument("--out-dir", required=True)
     s.add_argument("--threads", type=int, default=None)
+
+
+def _training_paths(a) -> tuple[dict, dict]:
+    """The sections' features and targets: from the index (--inputs) or given as sample=path pairs."""
+    if a.inputs:
+        from genedml.pipeline.training_inputs import read_training_inputs
+
+        index = read_training_inputs(a.inputs)
+        return index["features"], index["targets"]
+    if not (a.features and a.targets):
+        raise SystemExit("genedml train: give --inputs INDEX, or both --features and --targets")
+    return _sample_paths(a.features), _sample_paths(a.targets)
 
 
 @subcommand("train", "fit a head on one fold and predict its held-out sections", _train_args)
@@ -477,16 +492,35 @@ def train(a):
     from genedml.heads.train import train_fold
 
     _set_threads(a.threads)
+    features, targets = _training_paths(a)
     train_fold(
         a.head,
         a.params,
         a.folds,
         a.fold,
-        _sample_paths(a.features),
-        _sample_paths(a.targets),
+        features,
+        targets,
         a.out_dir,
         spot_images=_sample_paths(a.spot_images) if a.spot_images else None,
     )
+
+
+def _training_inputs_args(s):
+    s.add_argument("--sheet", required=True, help="the run's sample sheet: every cross-validation section")
+    s.add_argument("--features-pattern", required=True, help="feature store path with {sample}")
+    s.add_argument("--targets-pattern", required=True, help="targets path with {sample}")
+    s.add_argument("--out", required=True)
+
+
+@subcommand("training-inputs", "index every section's features and targets for the train jobs", _training_inputs_args)
+def training_inputs(a):
+    from genedml.io.sample_sheet import read_sample_sheet
+    from genedml.pipeline.training_inputs import write_training_inputs
+
+    samples = read_sample_sheet(a.sheet)["sample"].tolist()
+    patterns = {"features": a.features_pattern, "targets": a.targets_pattern}
+    write_training_inputs(samples, patterns, a.out)
+    log.info("indexed the features and targets of %d section(s) in %s", len(samples), a.out)
 
 
 def _predict_args(s):
@@ -788,36 +822,70 @@ def config(a):
     print(resolved_config(a.configfiles), end="")
 
 
-def _plan_cost_args(s):
+def _plan_args(s):
     from genedml.pipeline.cost import DEFAULT_TILES_PER_SECOND
 
     s.add_argument(
         "--configfile",
         nargs="+",
         default=["config.yaml"],
-        help="config files, merged in order as `snakemake --configfile` does (default: config.yaml)",
+        help="config files, merged in order as `snakemake --configfile` does (default: config.yaml); they give the "
+        "samples (unless --hest-ids), tiles, encoder, folds and heads",
     )
     s.add_argument(
+        "--hest-ids",
+        nargs="+",
+        metavar="ID",
+        help="cost these HEST-1k samples instead of the config's (`all`: every row of the table, then --filter)",
+    )
+    s.add_argument(
+        "--filter",
+        nargs="+",
+        default=[],
+        metavar="COLUMN=VALUE",
+        help="keep HEST rows whose column has this value (repeat a column for several), e.g. "
+        "st_technology=Visium species='Homo sapiens'",
+    )
+    s.add_argument(
+        "--hest-metadata",
+        metavar="CSV",
+        help="HEST's metadata table (HEST_v1_1_0.csv of a download; default: genedml's copy of v1.1.0)",
+    )
+    rate = s.add_mutually_exclusive_group()
+    rate.add_argument(
         "--tiles-per-second",
         type=float,
-        default=DEFAULT_TILES_PER_SECOND,
-        help=f"encoder throughput the GPU time is computed at (default {DEFAULT_TILES_PER_SECOND:g}: an "
-        "ASSUMPTION for UNI ViT-L/16 in fp32, not a measurement; genedml/pipeline/cost.py)",
+        help=f"encoder throughput the GPU time is computed at (default: from --gpu-bench, else "
+        f"{DEFAULT_TILES_PER_SECOND:g}, an ASSUMPTION for UNI ViT-L/16 in fp32; genedml/pipeline/cost.py)",
     )
+    rate.add_argument("--gpu-bench", metavar="JSON", help="a `genedml bench gpu --out` file: its measured rate")
     s.add_argument("--per-sample", metavar="TSV", help="also write each sample's spots and encoder calls here")
 
 
-@subcommand("plan-cost", "encoder calls and GPU time of a config's embed step, before anything runs", _plan_cost_args)
-def plan_cost(a):
-    from genedml.pipeline.cost import load_config
+@subcommand("plan", "spots, encoder calls, GPU hours and store sizes of a run, before anything runs", _plan_args)
+def plan(a):
+    from genedml.pipeline.cost import hest_samples, load_config, read_hest_table
     from genedml.pipeline.cost import plan_cost as cost_of
 
-    cost = cost_of(load_config(a.configfile), a.tiles_per_second, name=" + ".join(a.configfile))
+    table = read_hest_table(a.hest_metadata)
+    filters: dict[str, list[str]] = {}
+    for item in a.filter:
+        column, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"genedml plan: --filter {item!r} is not COLUMN=VALUE")
+        filters.setdefault(column, []).append(value)
+    rows = hest_samples(table, a.hest_ids, **filters) if a.hest_ids or filters else None
+    name = " + ".join(a.configfile) + (f", {len(rows)} HEST samples" if rows is not None else "")
+    cost = cost_of(load_config(a.configfile), a.tiles_per_second, name, rows, table, a.gpu_bench)
     print(cost.format())
     if a.per_sample:
         from genedml.atomic import write_tsv
 
         write_tsv(a.per_sample, cost.table())
+
+
+# the earlier name of `genedml plan`
+SUBCOMMANDS.append(("plan-cost", "the same as `genedml plan`", _plan_args, plan))
 
 
 def _bench_args(s):

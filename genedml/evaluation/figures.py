@@ -151,13 +151,13 @@ def spatial_maps(export_h5ad, thumbnail_json, genes: list[str], out_png, head: s
 def head_spatial_figures(head: str, exports: dict, thumbnails: dict, genes_tsv, wanted, out_dir) -> dict:
     """Spatial maps of every exported section of one head: ``{sample: [{gene, pcc}, ...]}``.
 
-    Also writes ``spatial_pcc.json`` beside the figures (the PCC shown in each title)."""
+    The maps go to ``out_dir/spatial/{sample}.jpg``, ``spatial_pcc.json`` (the PCC in each title) to ``out_dir``."""
     available = pd.read_csv(genes_tsv, sep="\t")["gene"].astype(str).tolist()
     genes = choose_spatial_genes(wanted, available)
     out_dir = Path(out_dir)
     scores = {}
     for sample, path in exports.items():
-        scores[sample] = spatial_maps(path, thumbnails[sample], genes, out_dir / f"spatial_{sample}.jpg", head)
+        scores[sample] = spatial_maps(path, thumbnails[sample], genes, out_dir / "spatial" / f"{sample}.jpg", head)
         log.info("%s %s: %s", head, sample, ", ".join(f"{s['gene']} r={s['pcc']:.3f}" for s in scores[sample]))
     with atomic_path(out_dir / "spatial_pcc.json") as tmp:
         tmp.write_text(json.dumps({"genes": genes, "wanted": list(wanted or []), "sections": scores}, indent=2))

@@ -20,6 +20,8 @@ CHOICES = {
     "fusion": ("cross", "self"),
     "batching": ("section", "mixed"),
     "train_views": ("random", "identity"),  # every neural head: the local crop's view while training
+    "input_norm": ("layer", "standard", "none"),  # genedml.networks.input_norm
+    "spot_encoder": ("frozen", "resnet18"),  # genedml.networks.spot_encoder
 }
 
 
@@ -71,10 +73,7 @@ def training_locals(train: list):
 
 def check_spot_encoder(settings: dict) -> None:
     """The trainable spot-image encoder settings (``genedml.networks.spot_encoder``) name a known encoder."""
-    from genedml.networks.spot_encoder import SPOT_ENCODERS
-
-    if settings["spot_encoder"] not in SPOT_ENCODERS:
-        raise ValueError(f"unknown spot_encoder {settings['spot_encoder']!r}: {' | '.join(SPOT_ENCODERS)}")
+    check_choice("spot_encoder", settings["spot_encoder"])  # without torch, as check_input_norm
     if settings["spot_encoder"] == "frozen" and settings["spot_encoder_weights"]:
         raise ValueError("spot_encoder_weights is set but spot_encoder is frozen (set spot_encoder: resnet18)")
 
@@ -88,10 +87,7 @@ def init_spot_encoder(encoder, settings: dict) -> dict:
 
 def check_input_norm(kind: str) -> str:
     """``kind`` if it names an input normalisation (``genedml.networks.input_norm``): layer | standard | none."""
-    from genedml.networks.input_norm import INPUT_NORMS
-
-    if kind not in INPUT_NORMS:
-        raise ValueError(f"unknown input_norm {kind!r}: {' | '.join(INPUT_NORMS)}")
+    check_choice("input_norm", kind)  # checked without torch: settings are checked while Snakemake plans
     return kind
 
 

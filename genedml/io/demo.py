@@ -146,6 +146,11 @@ PITCH_UM = 100.0  # Visium-like spot pitch
 MEAN_LIBRARY = 6000.0  # mean counts per spot
 
 
+def spot_lattice(spec: DemoSpec) -> np.ndarray:
+    """Every spot position of a demo section's slide (the tissue then keeps some): ``_hex_spots`` rows."""
+    return _hex_spots(spec.width_um, spec.height_um, PITCH_UM, margin_um=PITCH_UM * 0.6)
+
+
 def make_section(sample: str, patient: str, out_dir: str | Path, spec: DemoSpec | None = None) -> dict:
     """Write ``wsis/{sample}.tif``, ``st/{sample}.h5ad`` and ``metadata/{sample}.json`` under ``out_dir``."""
     spec = spec or DemoSpec.from_config({})
@@ -249,7 +254,7 @@ def _spot_factors(label, dens, in_tissue, spec: DemoSpec):
     """The spots under tissue (grid rows, pixel centres) and their image factors over a 100 µm disk."""
     H, W = label.shape
     mpp = spec.mpp
-    grid = _hex_spots(spec.width_um, spec.height_um, PITCH_UM, margin_um=PITCH_UM * 0.6)
+    grid = spot_lattice(spec)
     px = grid[:, 2] / mpp
     py = grid[:, 3] / mpp
     keep = in_tissue[py.astype(int).clip(0, H - 1), px.astype(int).clip(0, W - 1)]

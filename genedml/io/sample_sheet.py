@@ -43,21 +43,27 @@ def read_sample_sheet(path: str | Path) -> pd.DataFrame:
     return sheet
 
 
-def check_sheet_values(sheet: pd.DataFrame, path=None) -> None:
-    """Every column the sample-sheet schema (workflow/schemas/samples.schema.yaml) gives a pattern matches it,
-    checked for the whole sheet at once (a value reaches file names and command lines)."""
-    import re
-
+def column_patterns() -> dict[str, str]:
+    """The sample-sheet schema's pattern of each column that has one (workflow/schemas/samples.schema.yaml),
+    without its anchors: also the `sample` wildcard's constraint in the workflow."""
     import yaml
 
     from genedml.pipeline.schema import SCHEMA_PATH
 
     columns = yaml.safe_load((SCHEMA_PATH.parent / "samples.schema.yaml").read_text())["properties"]
-    for column, rule in columns.items():
-        if column not in sheet.columns or "pattern" not in rule:
+    return {c: rule["pattern"].removeprefix("^").removesuffix("$") for c, rule in columns.items() if "pattern" in rule}
+
+
+def check_sheet_values(sheet: pd.DataFrame, path=None) -> None:
+    """Every column the sample-sheet schema (workflow/schemas/samples.schema.yaml) gives a pattern matches it,
+    checked for the whole sheet at once (a value reaches file names and command lines)."""
+    import re
+
+    for column, pattern in column_patterns().items():
+        if column not in sheet.columns:
             continue
         values = sheet[column].fillna("").astype(str)
-        bad = values[~values.str.fullmatch(rule["pattern"].strip("^$"), flags=re.UNICODE)]
+        bad = values[~values.str.fullmatch(pattern, flags=re.UNICODE)]
         if len(bad):
             rows = ", ".join(f"row {i + 2} {v!r}" for i, v in bad.head(5).items())
             raise InputError(

@@ -9,7 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-INPUT_NORMS = ("layer", "standard", "none")
+from genedml.heads.inputs import CHOICES
+
+INPUT_NORMS = CHOICES["input_norm"]
 
 
 class Standardize(nn.Module):

@@ -19,9 +19,11 @@ import logging
 import torch
 from torch import nn
 
+from genedml.heads.inputs import CHOICES
+
 log = logging.getLogger(__name__)
 
-SPOT_ENCODERS = ("frozen", "resnet18")
+SPOT_ENCODERS = CHOICES["spot_encoder"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

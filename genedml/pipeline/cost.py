@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from genedml.errors import InputError
@@ -32,7 +33,7 @@ from genedml.errors import InputError
 # utilisation. bf16 or a newer GPU are several times faster; slide reading can also be the bottleneck.
 DEFAULT_TILES_PER_SECOND = 100.0
 # embedding width of the encoders whose width is known without building them (the feature-store estimate)
-KNOWN_WIDTHS = {"uni": 1024}
+KNOWN_WIDTHS = {"uni": 1024, "resnet18": 512, "resnet50": 2048}
 TOKENS_PER_CROP = 197  # a ViT/16 at 224 px: CLS + 14 x 14 patches
 
 
@@ -42,7 +43,11 @@ class SampleCost:
     patient: str
     spots: int | None  # None: no st file and no registry count
     spots_from: str  # "st file" | "HEST-1k table" | "unknown"
-    calls: int  # upper bound of the encoder calls (0 when spots are unknown)
+    calls: int  # upper bound of the encoder calls in centred mode (0 when spots are unknown)
+    grid_calls: int = 0  # estimated encoder calls in grid mode (shared grid tiles + local crops)
+    grid_tiles: int = 0  # estimated shared grid tiles (grid mode)
+    technology: str = ""  # e.g. Visium, Spatial Transcriptomics ("" when unknown)
+    pitch_um: float | None = None  # spot centre-to-centre distance used for the grid estimate
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,8 @@ class PlanCost:
     heads: list[str]
     pixel_heads: list[str] = field(default_factory=list)  # heads that read the spot images
     spot_px: int = 0  # spot_images.px (the schema's default when the config sets none)
+    tiles_per_second_from: str = "assumed"  # "assumed" | "given" | the GPU benchmark file it was read from
+    store: dict = field(default_factory=dict)  # bytes of every store by layout (store_bytes), {} when unknown
 
     @property
     def spots(self) -> int:
@@ -70,8 +77,29 @@ class PlanCost:
         return sum(s.calls for s in self.samples)
 
     @property
+    def grid_calls(self) -> int:
+        return sum(s.grid_calls for s in self.samples)
+
+    @property
     def gpu_seconds(self) -> float:
-        return self.calls / self.tiles_per_second
+        """Of the configured neighbour mode."""
+        return (self.grid_calls if self.neighbour_mode == "grid" else self.calls) / self.tiles_per_second
+
+    def mode_table(self) -> pd.DataFrame:
+        """Both neighbour modes side by side: encoder calls, GPU hours, feature-store GB (the configured mode
+        is marked)."""
+        rows = []
+        for mode, calls in (("centred", self.calls), ("grid", self.grid_calls)):
+            row = {
+                "neighbour_mode": mode + (" (configured)" if mode == self.neighbour_mode else ""),
+                "encoder_calls": calls,
+                "calls_per_spot": round(calls / max(self.spots, 1), 2),
+                "gpu_hours": round(calls / self.tiles_per_second / 3600, 2),
+            }
+            for layout, size in self.store.get(mode, {}).items():
+                row[f"store_gb_{layout}"] = round(size / 1e9, 1)
+            rows.append(row)
+        return pd.DataFrame(rows)
 
     @property
     def train_jobs(self) -> int | None:
@@ -82,15 +110,25 @@ class PlanCost:
         sources = sorted({s.spots_from for s in self.samples if s.spots is not None})
         bound = "at most " if self.calls_per_spot > 1 else ""
         views = f" + {self.local_views - 1} extra views of the local crop" if self.local_views > 1 else ""
+        rate = {
+            "assumed": "an ASSUMPTION, not a measurement: give --tiles-per-second or --gpu-bench",
+            "given": "as given",
+        }.get(self.tiles_per_second_from, self.tiles_per_second_from)
         lines = [
             f"{self.name}: {self.dataset or 'sample sheet'}, {len(self.samples)} samples, "
             f"{self.spots:,} spots (from {', '.join(sources) or 'nowhere: no st files yet'})",
-            f"  encoder calls: {bound}{self.calls:,} = spots x {self.calls_per_spot} "
-            f"(grid x grid neighbour tiles, the centre one being the local crop{views}; {self.neighbour_mode} mode)",
-            f"  GPU time of the embed step: {_duration(self.gpu_seconds)} at {self.tiles_per_second:g} tiles/s "
-            f"(precision {self.precision}; the rate is an assumption unless you measured it: --tiles-per-second)",
+            f"  encoder calls, centred mode: {bound}{self.calls:,} = spots x {self.calls_per_spot} "
+            f"(grid x grid neighbour tiles, the centre one being the local crop{views})",
+            f"  encoder calls, grid mode: about {self.grid_calls:,} = {sum(s.grid_tiles for s in self.samples):,} "
+            "shared grid tiles (estimated from each section's spot count and pitch as a round tissue) + "
+            f"{self.local_views} local crop(s) a spot",
+            f"  GPU time of the embed step ({self.neighbour_mode} mode, configured): {_duration(self.gpu_seconds)} "
+            f"at {self.tiles_per_second:g} tiles/s (precision {self.precision}; {rate})",
         ]
-        if self.store_bytes_per_spot:
+        if self.store:
+            lines.append("  both modes (store GB: float16, before compression, which gains little on embeddings):")
+            lines += ["    " + line for line in self.mode_table().to_string(index=False).splitlines()]
+        if self.store_bytes_per_spot and not self.store:
             per_spot = self.store_bytes_per_spot
             lines.append(
                 f"  feature stores: about {self.spots * per_spot / 1e9:,.1f} GB = spots x {per_spot / 1e3:,.0f} KB "
@@ -156,6 +194,116 @@ def store_bytes_per_spot(config: dict) -> int | None:
     return 2 * dim * rows
 
 
+HEST_TABLE = Path(__file__).resolve().parents[1] / "data" / "hest_v1_1_0_samples.tsv"
+# spot pitch (µm) when HEST's table gives none (its Xenium rows): HEST pools Xenium transcripts into
+# Visium-like pseudo-spots, so they are costed at Visium's pitch; the output says so
+DEFAULT_PITCH_UM = 100.0
+HEX_TECHNOLOGIES = ("visium", "xenium")  # hexagonal spot lattices; the others are square
+
+
+def read_hest_table(path: str | Path | None = None) -> pd.DataFrame:
+    """HEST-1k's sample table: genedml's copy of v1.1.0 (``genedml/data/hest_v1_1_0_samples.tsv``) or the
+    metadata CSV a HEST-1k download carries (``HEST_v1_1_0.csv``), with the columns ``plan`` reads."""
+    path = Path(path) if path else HEST_TABLE
+    if not path.is_file():
+        raise InputError("HEST metadata table not found", None, path)
+    sep = "," if path.suffix.lower() == ".csv" else "\t"
+    table = pd.read_csv(path, sep=sep, comment="#" if sep == "\t" else None, encoding="utf-8-sig")
+    need = ["id", "st_technology", "spots_under_tissue", "inter_spot_dist", "pixel_size_um_estimated"]
+    missing = [c for c in need if c not in table.columns]
+    if missing:
+        raise InputError(f"not a HEST metadata table: no column(s) {', '.join(missing)}", None, path)
+    return table
+
+
+def hest_samples(table: pd.DataFrame, ids: list[str] | None = None, **filters) -> pd.DataFrame:
+    """Rows of HEST's table: ``ids`` (None or ["all"]: every row), then ``column=value`` filters (a value may be
+    a list; case-insensitive), e.g. ``st_technology="Visium", species="Homo sapiens"``."""
+    rows = table
+    if ids and ids != ["all"]:
+        unknown = sorted(set(ids) - set(table["id"]))
+        if unknown:
+            raise InputError(f"HEST id(s) not in the HEST table: {', '.join(unknown[:10])}")
+        rows = table.set_index("id").loc[ids].reset_index()
+    for column, wanted in filters.items():
+        if wanted is None:
+            continue
+        if column not in rows.columns:
+            raise InputError(f"the HEST table has no column {column!r}")
+        wanted = [wanted] if isinstance(wanted, str) else list(wanted)
+        rows = rows[rows[column].astype(str).str.lower().isin([w.lower() for w in wanted])]
+    if rows.empty:
+        raise InputError("no HEST sample matches the ids and filters given")
+    return rows
+
+
+def grid_tiles_estimate(
+    spots: int, pitch_um: float, tile_um: float, grid: int, hexagonal: bool, stride: float = 1.0
+) -> int:
+    """Shared grid tiles of a section in grid mode, estimated without its spot positions: the spots cover a
+    round tissue of ``spots`` x the area of a spot's lattice cell; the tile lattice (nodes ``stride`` tiles
+    apart) covers it and a margin of ``grid // 2`` tiles all round. Never more than centred mode's tiles. With
+    a stride below 1 a spot uses every 1/stride-th node only, so spots far apart (ST) leave nodes unused and
+    the estimate is high (by up to a half on small ST sections).
+    ``tests/unit/pipeline/test_cost.py`` checks it against the tile stage's exact count on spot lattices."""
+    if spots <= 0:
+        return 0
+    cell = pitch_um * pitch_um * (np.sqrt(3) / 2 if hexagonal else 1.0)
+    radius = (np.sqrt(spots * cell / np.pi) / tile_um + grid // 2) / stride  # in lattice nodes
+    return int(min(np.pi * radius * radius, spots * grid * grid))
+
+
+def store_bytes(config: dict, spots: int, grid_tiles: int) -> dict:
+    """Bytes of the feature stores (float16, uncompressed) per neighbour mode and layout: ``plain`` (local +
+    neighbours), ``views`` (+ the extra dihedral views' CLS when encoder.local_views > 1, else as plain),
+    ``tokens`` (+ every view's 197-token map: encoder.cache_local_tokens). {} when the width is unknown."""
+    enc = config["encoder"]
+    dim = KNOWN_WIDTHS.get(enc.get("timm_name") or enc["name"])
+    if dim is None:
+        return {}
+    row = 2 * dim  # one float16 embedding
+    grid, views = int(config["tiles"]["grid"]), int(enc["local_views"])
+    extra_views = spots * views * row if views > 1 else 0
+    tokens = spots * views * TOKENS_PER_CROP * row
+    neighbours = {"centred": spots * grid * grid * row, "grid": grid_tiles * row + spots * grid * grid * 4}
+    out = {}
+    for mode, neighbour in neighbours.items():
+        plain = spots * row + neighbour
+        out[mode] = {"plain": plain, "views": plain + extra_views, "tokens": plain + extra_views + tokens}
+    return out
+
+
+def gpu_bench_rate(path: str | Path, mode: str) -> tuple[float, str]:
+    """End-to-end embed tiles/s of ``mode`` from a ``genedml bench gpu --out`` JSON, and where it was measured.
+    A smoke run (``--smoke``: a 2-layer ViT) is refused: its rate is not UNI's."""
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        run = data["run"]
+        rows = [r for r in data["rows"] if r.get("mode") == mode and str(r.get("row", "")).startswith("embed")]
+    except FileNotFoundError:
+        raise InputError("GPU benchmark file not found (genedml bench gpu --out writes it)", None, path) from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"not a `genedml bench gpu` result ({type(exc).__name__}: {exc})", None, path) from None
+    if run.get("smoke"):
+        raise InputError("a smoke run (--smoke: a tiny ViT) measures no real rate; run the full benchmark", None, path)
+    if not rows:
+        raise InputError(f"the GPU benchmark has no end-to-end embed row for {mode} mode", None, path)
+    rate = float(rows[0]["tiles_per_s"])
+    if not rate > 0:
+        raise InputError(f"the GPU benchmark's {mode} rate is {rate}, not positive", None, path)
+    return rate, f"measured end to end on {run.get('device_name') or run.get('device', '?')} ({path})"
+
+
+def tile_um(config: dict, native_mpp: float | None) -> float | None:
+    """A tile's side in µm: tiles.tile_px x tiles.target_mpp (x the slide's own µm/px when native)."""
+    target = config["tiles"]["target_mpp"]
+    mpp = native_mpp if target == "native" else float(target)
+    return None if not mpp or mpp != mpp else float(config["tiles"]["tile_px"]) * float(mpp)
+
+
 def cost_sheet(config: dict) -> pd.DataFrame:
     """The samples a config trains on: its sample sheet, or for a ``dataset`` the sections it names (all of them
     when ``samples`` is null, those present in the data folder once it holds any)."""
@@ -196,42 +344,99 @@ def registry_spots(dataset: str | None, sample: str) -> int | None:
     return None if row is None else int(row["spots_under_tissue"])
 
 
-def plan_cost(config: dict, tiles_per_second: float = DEFAULT_TILES_PER_SECOND, name: str = "config") -> PlanCost:
-    """The embed step's encoder calls and GPU time for a config (defaults filled in), and its train jobs."""
+def plan_cost(
+    config: dict,
+    tiles_per_second: float | None = None,
+    name: str = "config",
+    hest: pd.DataFrame | None = None,
+    hest_table: pd.DataFrame | None = None,
+    gpu_bench: str | Path | None = None,
+) -> PlanCost:
+    """The embed step's encoder calls (both neighbour modes), GPU time and feature-store bytes for a config
+    (defaults filled in), and its train jobs. ``hest``: rows of HEST's table to cost instead of the config's
+    samples (the config still gives tiles, encoder, folds and heads). ``hest_table``: where a sample's
+    technology, pitch and µm/px are looked up (default: genedml's copy of HEST's table). The rate: given, else
+    the configured mode's end-to-end rate from a ``genedml bench gpu`` file, else the assumed default."""
     from genedml.io.hest import SamplePaths
     from genedml.pipeline.plan import CONVERTED, select_heads
     from genedml.study.folds import FoldSpec, plan_folds
 
+    mode = config["tiles"]["neighbour_mode"]
+    rate_from = "given"
+    if tiles_per_second is None and gpu_bench:
+        tiles_per_second, rate_from = gpu_bench_rate(gpu_bench, mode)
+    if tiles_per_second is None:
+        tiles_per_second, rate_from = DEFAULT_TILES_PER_SECOND, "assumed"
     if tiles_per_second <= 0:
         raise InputError(f"tiles per second must be positive, got {tiles_per_second}")
-    sheet = cost_sheet(config)
+    facts = (hest_table if hest_table is not None else read_hest_table()).set_index("id")
+    if hest is not None:
+        patients = hest["patient"].fillna("") if "patient" in hest.columns else pd.Series("", index=hest.index)
+        sheet = pd.DataFrame({"sample": hest["id"], "patient": [p or i for p, i in zip(patients, hest["id"])]})
+        sheet["hest_id"] = hest["id"].tolist()
+    else:
+        sheet = cost_sheet(config)
     per_spot = calls_per_spot(config)
+    grid, views = int(config["tiles"]["grid"]), int(config["encoder"]["local_views"])
     source = config["data"]["source"]
     # where the st files are (or will be): the demo's and the legacy import's outputs, or the HEST-1k folder
-    hest_dir = CONVERTED.get(source, config["data"].get("hest_dir"))
+    hest_dir = None if hest is not None else CONVERTED.get(source, config["data"].get("hest_dir"))
     rows = []
     for r in sheet.itertuples(index=False):
         dataset = getattr(r, "dataset", None) or config["dataset"]
+        hest_id = getattr(r, "hest_id", "") or r.sample
+        fact = facts.loc[hest_id] if hest_id in facts.index else None
         spots = st_spots(SamplePaths.in_hest_dir(hest_dir, r.sample).st) if hest_dir else None
         where = "st file"
+        if spots is None and fact is not None:
+            spots, where = int(fact["spots_under_tissue"]), "HEST-1k table"
         if spots is None:
             spots, where = registry_spots(dataset, r.sample), "HEST-1k table"
+        native_mpp = None if fact is None else float(fact["pixel_size_um_estimated"])
+        if spots is None and source == "demo" and hest is None:  # not generated yet: its whole spot lattice
+            from genedml.io.demo import DemoSpec, spot_lattice
+
+            demo = DemoSpec.from_config(config["demo"])
+            spots, where, native_mpp = len(spot_lattice(demo)), "demo lattice (at most)", demo.mpp
         if spots is None:
             where = "unknown"
-        rows.append(SampleCost(r.sample, r.patient, spots, where, (spots or 0) * per_spot))
+        technology = "" if fact is None else str(fact["st_technology"])
+        pitch = None if fact is None else float(fact["inter_spot_dist"])
+        pitch = pitch if pitch and pitch == pitch else DEFAULT_PITCH_UM
+        side = tile_um(config, native_mpp)
+        tech = technology.lower()
+        hexagonal = not tech or (tech.startswith(HEX_TECHNOLOGIES) and "hd" not in tech)  # Visium HD: square bins
+        stride = float(config["tiles"]["grid_stride"])
+        tiles = (
+            grid_tiles_estimate(spots or 0, pitch, side, grid, hexagonal, stride) if side else (spots or 0) * grid**2
+        )
+        rows.append(
+            SampleCost(
+                r.sample,
+                r.patient,
+                spots,
+                where,
+                (spots or 0) * per_spot,
+                grid_calls=tiles + (spots or 0) * views,
+                grid_tiles=tiles,
+                technology=technology,
+                pitch_um=pitch,
+            )
+        )
     try:
         n_folds = int(plan_folds(sheet, FoldSpec.from_config(config["folds"]), config["dataset"])["fold"].nunique())
     except InputError:
         n_folds = None
     chosen = select_heads(config["heads"], config["run_heads"])
     heads = list(chosen)
+    n_spots = sum(r.spots or 0 for r in rows)
     return PlanCost(
         name=name,
-        dataset=config["dataset"],
+        dataset=config["dataset"] if hest is None else "HEST-1k table",
         samples=rows,
         calls_per_spot=per_spot,
-        neighbour_mode=config["tiles"]["neighbour_mode"],
-        local_views=int(config["encoder"]["local_views"]),
+        neighbour_mode=mode,
+        local_views=views,
         store_bytes_per_spot=store_bytes_per_spot(config),
         tiles_per_second=float(tiles_per_second),
         precision=config["encoder"]["precision"],
@@ -239,6 +444,8 @@ def plan_cost(config: dict, tiles_per_second: float = DEFAULT_TILES_PER_SECOND, 
         heads=heads,
         pixel_heads=[h for h, cfg in chosen.items() if _reads_pixels(cfg)],
         spot_px=int(config["spot_images"]["px"]),
+        tiles_per_second_from=rate_from,
+        store=store_bytes(config, n_spots, sum(r.grid_tiles for r in rows)),
     )
 
 

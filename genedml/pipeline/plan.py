@@ -133,6 +133,11 @@ class RunPlan:
     def features_path(self, sample: str) -> str:
         return f"{RESULTS}/features/{self.encoder}/{sample}.zarr"
 
+    @property
+    def training_inputs_path(self) -> str:
+        """The index of every section's features and targets (rule training_inputs), per encoder."""
+        return f"{RESULTS}/features/{self.encoder}/training_inputs.tsv"
+
     @staticmethod
     def targets_path(sample: str) -> str:
         return f"{RESULTS}/targets/{sample}.h5ad"

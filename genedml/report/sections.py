@@ -262,7 +262,7 @@ def spatial_maps(run: ReportInputs, doc: Document, site: SiteFiles) -> None:
         doc.h(3, f"{h.label}", f"spatial-{h.name}")
         for sample in run.test_samples:
             rel = f"figures/{h.name}/spatial_{sample}.jpg"
-            if not site.add_if_exists(rel, run.figures_dir / h.name / f"spatial_{sample}.jpg"):
+            if not site.add_if_exists(rel, run.figures_dir / h.name / "spatial" / f"{sample}.jpg"):
                 continue
             scores = h.spatial.get("sections", {}).get(sample, [])
             pccs = ", ".join(

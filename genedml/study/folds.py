@@ -51,6 +51,20 @@ class FoldSpec(StageSpec):
     table: str | None  # scheme table: the TSV
 
 
+def kfold_test_indices(n: int, n_folds: int, seed: int | None) -> list[np.ndarray]:
+    """The test indices of each of ``n_folds`` folds over ``n`` items, the folds scikit-learn's
+    ``KFold(n_folds, shuffle=seed is not None, random_state=seed)`` draws (so published fold assignments
+    stay the same), without importing scikit-learn while Snakemake plans: contiguous runs of the (shuffled)
+    order, the first ``n % n_folds`` folds one item longer."""
+    order = np.arange(n)
+    if seed is not None:
+        np.random.RandomState(seed).shuffle(order)
+    sizes = np.full(n_folds, n // n_folds)
+    sizes[: n % n_folds] += 1
+    ends = np.cumsum(sizes)
+    return [np.sort(order[end - size : end]) for size, end in zip(sizes, ends)]  # sorted, as KFold.split
+
+
 def _test_patient_groups(
     patients: list[str], samples: pd.DataFrame, scheme: str, n_folds: int, seed: int | None, table: pd.DataFrame | None
 ) -> list[list[str]]:
@@ -59,11 +73,8 @@ def _test_patient_groups(
     if scheme == "group_kfold":
         if n_folds < 2 or n_folds > len(patients):
             raise InputError(f"group_kfold needs 2 <= n_folds <= number of patients ({len(patients)}), got {n_folds}")
-        from sklearn.model_selection import KFold
-
-        kf = KFold(n_folds, shuffle=seed is not None, random_state=seed)
         arr = np.array(patients)
-        return [sorted(arr[test].tolist()) for _, test in kf.split(arr)]
+        return [sorted(arr[test].tolist()) for test in kfold_test_indices(len(arr), n_folds, seed)]
     if scheme == "table":
         if table is None:
             raise InputError("folds.scheme 'table' needs folds.table (a TSV with fold, test_patients)")
@@ -83,7 +94,9 @@ def make_folds(sheet: pd.DataFrame, spec: FoldSpec, table: pd.DataFrame | None =
     scheme, n_folds, seed, val_patients = spec.scheme, spec.n_folds, spec.seed, spec.val_patients
     sheet = sheet.copy()
     patients = sorted(sheet["patient"].unique())
-    samples_of = {p: sorted(sheet.loc[sheet["patient"] == p, "sample"]) for p in patients}
+    patient_of = dict(zip(sheet["sample"], sheet["patient"]))
+    all_samples = sorted(sheet["sample"])
+    samples_of = {p: sorted(g) for p, g in sheet.groupby("patient")["sample"]}
     train_sets, designs = None, None
     if scheme == "reference":
         raise InputError("folds.scheme 'reference' must be resolved to a fold table first (folds.resolve_fold_table)")
@@ -100,17 +113,19 @@ def make_folds(sheet: pd.DataFrame, spec: FoldSpec, table: pd.DataFrame | None =
             designs = table.sort_values("fold")["design"].fillna("").astype(str).tolist()
     rows = []
     for k, test in enumerate(test_sets):
-        train_samples = [s for s in sorted(sheet["sample"]) if s not in test]
+        held_out = set(test)
+        train_samples = [s for s in all_samples if s not in held_out]
         if train_sets is not None and train_sets[k] is not None:
-            train_samples = [s for s in train_samples if s in train_sets[k]]
+            keep = set(train_sets[k])
+            train_samples = [s for s in train_samples if s in keep]
         if scheme == "leave_one_sample_out":
             # training sections of the test section's patient stay in training: within-patient scheme
             pass
-        train_patients = sorted({sheet.loc[sheet["sample"] == s, "patient"].iloc[0] for s in train_samples})
+        train_patients = sorted({patient_of[s] for s in train_samples})
         val: list[str] = []
         if val_patients > 0 and len(train_patients) > val_patients:
             chosen = [train_patients[(k + i) % len(train_patients)] for i in range(val_patients)]
-            val = [s for p in chosen for s in samples_of[p] if s in train_samples]
+            val = [s for p in chosen for s in samples_of[p] if s in set(train_samples)]
         elif val_patients > 1:
             # asked for more validation patients than the fold can spare: never shrink the request silently
             raise InputError(
@@ -128,16 +143,12 @@ def make_folds(sheet: pd.DataFrame, spec: FoldSpec, table: pd.DataFrame | None =
                 train_patients[0],
                 val[0],
             )
-        for s in sorted(sheet["sample"]):
-            if s not in test and s not in train_samples:
+        in_test, in_train, in_val = set(test), set(train_samples), set(val)  # sets: planning stays linear
+        for s in all_samples:
+            if s not in in_test and s not in in_train:
                 continue  # sits this fold out (fold table with train_samples)
-            split = "test" if s in test else "val" if s in val else "train"
-            row = {
-                "fold": k,
-                "sample": s,
-                "patient": sheet.loc[sheet["sample"] == s, "patient"].iloc[0],
-                "split": split,
-            }
+            split = "test" if s in in_test else "val" if s in in_val else "train"
+            row = {"fold": k, "sample": s, "patient": patient_of[s], "split": split}
             if designs is not None:
                 row["design"] = designs[k]
             rows.append(row)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from genedml.io.slide import read_box
+from genedml.io.slide import copy_rgb, read_box_pixels
 from genedml.tiles.embed_plan import Item
 from genedml.tiles.views import dihedral
 
@@ -38,10 +38,12 @@ class RegionTiles:
 
         item, px = self.items[j], self.tile_px
         tiles = np.empty((len(item.cuts), px, px, 3), np.uint8)
-        regions = [read_box(self._open(), x, y, int(w), int(h), self.scale) for x, y, w, h in item.boxes]
+        slide = self._open()
+        # each box is read once, into the RGBA buffer OpenSlide decodes to; tiles are copied straight out of it
+        boxes = [read_box_pixels(slide, x, y, int(w), int(h), self.scale) for x, y, w, h in item.boxes]
         for k, (b, cx, cy, view) in enumerate(item.cuts):
-            tile = regions[b][cy : cy + px, cx : cx + px]
-            tiles[k] = dihedral(tile, view) if view else tile  # a view of the uint8 crop, before normalising
+            tile = boxes[b][cy : cy + px, cx : cx + px]
+            copy_rgb(dihedral(tile, view) if view else tile, tiles[k])  # uint8, before normalising
         return torch.from_numpy(tiles), torch.from_numpy(item.dest)
 
 

@@ -208,7 +208,7 @@ def test_snakemake_report_html(report_run):
     out = work / "results/snakemake_report.html"
     snakemake(work, config, "--report", str(out))
     text = out.read_text()
-    for name in ("spatial_S1.jpg", "pcc_per_gene.png", "sweep_pca.png", "per_section.tsv", "per_gene.tsv", "report.md"):
+    for name in ("S1.jpg", "pcc_per_gene.png", "sweep_pca.png", "per_section.tsv", "per_gene.tsv", "report.md"):
         assert name in text, f"{name} missing from the Snakemake report"
 
 

@@ -12,6 +12,7 @@ from genedml.evaluation.thumbnails import ThumbnailSpec
 from genedml.io.demo import DemoSpec
 from genedml.io.hest import SpotFilterSpec
 from genedml.io.legacy_st import ImportSpec
+from genedml.io.sample_sheet import column_patterns
 from genedml.io.spaceranger import SpaceRangerSpec
 from genedml.pipeline import schema
 from genedml.pipeline.checks import put_genedml_on_path
@@ -61,7 +62,9 @@ RUNTIME = RUN.slice(EmbedRuntime)  # run-time knobs of the embed step: resources
 
 
 wildcard_constraints:
-    sample="|".join(re.escape(s) for s in SAMPLES + PREDICT_SAMPLES + SLIDE_SAMPLES),
+    # a pattern, not the list of samples: an alternation of every sample makes each of the DAG's file
+    # matches as slow as the sample count (quadratic planning at HEST-1k scale)
+    sample=column_patterns()["sample"],
     head="|".join(re.escape(h) for h in HEADS),
     encoder=re.escape(RUN.encoder),
     fold=r"\d+",

@@ -22,11 +22,12 @@ rule evaluate:
         ),
         per_gene_section="results/metrics/{head}/per_gene_section.tsv",
         gene_sets="results/metrics/{head}/gene_sets.json",
-        exports=expand("results/predictions/{{head}}/{sample}.h5ad", sample=TEST_SAMPLES),
+        # one folder of every held-out section's .h5ad: a list of files per head would make each file
+        # look-up of the plan as slow as the sample count
+        exports=directory("results/predictions/{head}"),
     params:
         settings=RUN.flags(EvaluateSpec, TargetSpec),
         out_dir=lambda wildcards, output: os.path.dirname(output.summary),
-        export_dir=lambda wildcards, output: os.path.dirname(output.exports[0]),
         thumbnails=lambda wildcards, input: [f"{s}={t}" for s, t in zip(TEST_SAMPLES, input.thumbnails)],
     log:
         "results/logs/evaluate/{head}.log",
@@ -40,7 +41,7 @@ rule evaluate:
         "../../envs/genedml.yaml"
     shell:
         "genedml evaluate --head {wildcards.head:q} --predictions {input.predictions:q} "
-        "--out-dir {params.out_dir:q} --export-dir {params.export_dir:q} {params.settings} "
+        "--out-dir {params.out_dir:q} --export-dir {output.exports:q} {params.settings} "
         "--thumbnails {params.thumbnails:q} > {log:q} 2>&1"
 
 

@@ -32,12 +32,14 @@ rule thumbnail:
 rule figures:
     """Spatial maps of one head: truth vs prediction over the H&E of every held-out section."""
     input:
-        exports=expand("results/predictions/{{head}}/{sample}.h5ad", sample=TEST_SAMPLES),
+        exports="results/predictions/{head}",
         thumbnails=expand("results/thumbnails/{sample}.json", sample=TEST_SAMPLES),
         genes="results/genes/genes.tsv",
     output:
+        # one folder, {sample}.jpg per held-out section (a folder, as the exports)
         spatial=report(
-            expand("results/figures/{{head}}/spatial_{sample}.jpg", sample=TEST_SAMPLES),
+            directory("results/figures/{head}/spatial"),
+            patterns=["{name}.jpg"],
             caption="../report/spatial.rst",
             category="Spatial maps",
             subcategory="{head}",
@@ -45,7 +47,7 @@ rule figures:
         scores="results/figures/{head}/spatial_pcc.json",
     params:
         settings=RUN.flags(SpatialFigureSpec),
-        exports=lambda wildcards, input: [f"{s}={p}" for s, p in zip(TEST_SAMPLES, input.exports)],
+        exports=lambda wildcards, input: [f"{s}={input.exports}/{s}.h5ad" for s in TEST_SAMPLES],
         thumbnails=lambda wildcards, input: [f"{s}={p}" for s, p in zip(TEST_SAMPLES, input.thumbnails)],
         out_dir=lambda wildcards, output: os.path.dirname(output.scores),
     log:

@@ -1,9 +1,35 @@
+rule training_inputs:
+    """Index every cross-validation section's features and targets once, for the train jobs."""
+    input:
+        sheet=RUN.sheet_path,
+        features=[RUN.features_path(s) for s in SAMPLES],
+        targets=[RUN.targets_path(s) for s in SAMPLES],
+    output:
+        index=RUN.training_inputs_path,
+    params:
+        # patterns for the CLI (a function: Snakemake would fill a string's {sample} as a wildcard)
+        features=lambda wildcards: RUN.features_path("{sample}"),
+        targets=lambda wildcards: RUN.targets_path("{sample}"),
+    localrule: True
+    log:
+        "results/logs/training_inputs.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/genedml.yaml"
+    shell:
+        "genedml training-inputs --sheet {input.sheet:q} --features-pattern {params.features:q} "
+        "--targets-pattern {params.targets:q} --out {output.index:q} > {log:q} 2>&1"
+
+
 rule train:
     """Fit one head on one fold's training sections; predict its held-out sections."""
     input:
         folds="results/folds/folds.tsv",
-        features=[RUN.features_path(s) for s in SAMPLES],
-        targets=[RUN.targets_path(s) for s in SAMPLES],
+        # every section's features and targets, through one index (planning stays linear in the samples)
+        inputs=RUN.training_inputs_path,
         gene_semantics=lambda wildcards: RUN.gene_semantics_file(wildcards.head) or [],
         # only for a head that trains an image encoder on the pixels (spot_encoder resnet18)
         spot_images=lambda wildcards: RUN.spot_image_inputs(wildcards.head),
@@ -14,8 +40,6 @@ rule train:
     params:
         # a head's keys depend on its type, so its slice travels as JSON (`report` left out: never retrains)
         head=lambda wildcards: RUN.head_params(wildcards.head),
-        features=RUN.sample_pairs("features"),
-        targets=RUN.sample_pairs("targets"),
         spot_images=lambda wildcards: RUN.spot_image_flag(wildcards.head),
         out_dir=lambda wildcards, output: os.path.dirname(output.predictions),
     log:
@@ -31,5 +55,5 @@ rule train:
         "../../envs/genedml.yaml"
     shell:
         "genedml train --head {wildcards.head:q} --params {params.head:q} --folds {input.folds:q} "
-        "--fold {wildcards.fold:q} --features {params.features:q} --targets {params.targets:q} {params.spot_images} "
+        "--fold {wildcards.fold:q} --inputs {input.inputs:q} {params.spot_images} "
         "--out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"
