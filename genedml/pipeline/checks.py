@@ -77,12 +77,38 @@ def encoder_weights(config: dict) -> str | None:
     return None
 
 
+def timm_architectures(cache_dir: str | os.PathLike = ".snakemake/genedml") -> set[str]:
+    """Every architecture name timm knows. Importing timm takes seconds, so the names are kept in
+    ``cache_dir`` (in Snakemake's own folder of the working directory) per timm version, and later dry runs
+    read them from there; without a writable folder timm is asked each time."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        cache = Path(cache_dir) / f"timm-{version('timm')}-architectures.txt"
+    except PackageNotFoundError:
+        cache = None
+    if cache is not None and cache.is_file():
+        names = set(cache.read_text().split())
+        if names:
+            return names
+    from genedml.compat import import_timm
+
+    names = set(import_timm().list_models())
+    if cache is not None:
+        try:
+            from genedml.atomic import write_text
+
+            write_text(cache, "\n".join(sorted(names)) + "\n")
+        except OSError:
+            pass
+    return names
+
+
 def check_encoder(config: dict, features_dir: str | os.PathLike | None = None) -> None:
     """The encoder is a name of genedml's registry or an architecture timm knows.
 
     Asking timm means importing it (seconds, on every dry run), so the question is skipped when the run's
     feature folder of this encoder (``features_dir``) already holds a store: an earlier run built it."""
-    from genedml.compat import import_timm
     from genedml.tiles.encoders import REGISTRY
 
     encoder = config["encoder"]
@@ -91,11 +117,11 @@ def check_encoder(config: dict, features_dir: str | os.PathLike | None = None) -
     if features_dir is not None and any(Path(features_dir).glob("*.zarr")):
         return
     arch = encoder.get("timm_name") or encoder["name"]
-    timm = import_timm()
-    if not timm.is_model(arch):
+    names = timm_architectures()
+    if arch.split(".")[0] not in names:  # a pretrained tag after the dot names weights, not an architecture
         import difflib
 
-        close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.8)
+        close = difflib.get_close_matches(arch, sorted(names), n=5, cutoff=0.8)
         key = "encoder.timm_name" if encoder.get("timm_name") else "encoder.name"
         hint = f"; timm names like it: {', '.join(close)}" if close else ""
         raise ValueError(
