@@ -161,10 +161,16 @@ class Head:
         raise NotImplementedError
 
 
-def neighbour_mean(f: SampleFeatures) -> np.ndarray:
-    """Mean of the in-image neighbour tile embeddings per spot."""
-    m = f.neighbour_mask[..., None].astype(np.float32)
-    return (f.neighbour * m).sum(1) / np.maximum(m.sum(1), 1.0)
+def neighbour_mean(f: SampleFeatures, block: int = 4096) -> np.ndarray:
+    """Mean of the in-image neighbour tile embeddings per spot, a block of spots at a time: the neighbours
+    of lazy features (``load_features(lazy=True)``) are never read whole (each row's mean is the same)."""
+    n, _, d = f.neighbour.shape
+    out = np.empty((n, d), np.float32)
+    for lo in range(0, n, block):
+        part = slice(lo, min(lo + block, n))
+        m = f.neighbour_mask[part, :, None].astype(np.float32)
+        out[part] = (np.asarray(f.neighbour[part], dtype=np.float32) * m).sum(1) / np.maximum(m.sum(1), 1.0)
+    return out
 
 
 def global_mean(f: SampleFeatures) -> np.ndarray:

@@ -1,7 +1,10 @@
 """The shared training loop of every neural head, on cached features held in memory.
 
-A fold's features are loaded once (``Section`` objects) and turned into tensors once; nothing is read
-per spot. ``batching: section`` (default) makes batches of spots of one section (``Batch.section``,
+A fold's per-spot vectors are loaded once (``Section`` objects) and turned into tensors once; the neighbour
+tiles and token maps of a section loaded lazily (``load_features(lazy=True)``, what the train stage does) stay
+on disk and are read per batch (``Batch.neighbour``, ``Batch.local_tokens``: on first use, chunks in order), so a
+fold's memory is set by the batch and the feature cache budget, not by the dataset. Local views are kept as
+stored (float16 when lazy) and cast per batch. ``batching: section`` (default) makes batches of spots of one section (``Batch.section``,
 ``Batch.index``); ``batching: mixed`` draws batches across all training sections, as the reference code
 does (contrastive negatives then come from every section). Either way ``Batch.groups`` lists
 ``(section, rows)`` for every section in the batch, in the order of the batch's rows, so a head that needs
@@ -63,13 +66,13 @@ class SectionTensors:
 
     sample: str
     local: object  # (N, D) float32
-    neighbour: object  # (N, T, D) float32
+    neighbour: object  # (N, T, D) float32 tensor, or a lazy ``tiles.features.NeighbourTiles`` (read per batch)
     neighbour_mask: object  # (N, T) bool
     targets: object  # (N, G) float32 or None
     local_tokens: object = None  # lazy token maps (tiles.features.TokenMaps, shape (N, K, D)): read per batch
     array_coords: object = None  # (N, 2) numpy array (row, col) as stored
     spatial: object = None  # (N, 2) numpy pixel centres
-    local_views: object = None  # (N, V, D) float32 dihedral views of the local crop (V > 1), or None
+    local_views: object = None  # (N, V, D) dihedral views of the local crop (V > 1; float16 if lazy), or None
     spot_images: object = None  # (N, px, px, 3) uint8 tensor of the local crops (a trainable image encoder), or None
     _coords: object = None
 
@@ -80,6 +83,16 @@ class SectionTensors:
     @property
     def n_views(self) -> int:
         return 1 if self.local_views is None else int(self.local_views.shape[1])
+
+    def neighbour_rows(self, index):
+        """(B, T, D) float32 neighbour tiles of rows ``index`` on the device (read from the store if lazy)."""
+        import torch
+
+        if isinstance(self.neighbour, torch.Tensor):
+            return self.neighbour[index]
+        rows = np.asarray(index.cpu() if hasattr(index, "cpu") else index).reshape(-1)
+        # gathered as float16 (half the bytes to move), cast by torch (numpy's float16 casts are slow)
+        return torch.from_numpy(self.neighbour.read(rows)).to(self.local.device).float()
 
     @property
     def coords(self):
@@ -104,7 +117,7 @@ class Batch:
     section: SectionTensors | None  # the batch's section (None for a mixed batch)
     index: object  # (B,) long rows of ``section`` (None for a mixed batch)
     local: object  # (B, D): the CLS embedding, of each row's view
-    neighbour: object
+    _neighbour: object  # (B, T, D) float, or _UNREAD: gathered from ``groups`` on first use (``neighbour``)
     neighbour_mask: object
     targets: object  # (B, G) or None
     groups: list = field(default_factory=list)  # [(SectionTensors, rows)] in the order of the batch's rows
@@ -116,6 +129,20 @@ class Batch:
     @property
     def size(self) -> int:
         return int(self.local.shape[0])
+
+    @property
+    def neighbour(self):
+        """(B, T, D) float neighbour tiles of the rows on the device; read on first use (from the stores when
+        the sections are lazy), so a head that never asks (stnet on ``local``) reads nothing."""
+        if self._neighbour is _UNREAD:
+            import torch
+
+            self._neighbour = torch.cat([st.neighbour_rows(rows) for st, rows in self.groups])
+        return self._neighbour
+
+    @neighbour.setter
+    def neighbour(self, value):
+        self._neighbour = value
 
     @property
     def local_tokens(self):
@@ -169,25 +196,33 @@ PIXEL_VIEWS = 8
 def section_tensors(section: Section, device) -> SectionTensors:
     import torch
 
-    from genedml.tiles.features import TokenMaps
+    from genedml.tiles.features import NeighbourTiles, TokenMaps
 
     f = section.features
     tokens = f.token_maps() if hasattr(f, "token_maps") else None
     if tokens is None and getattr(f, "local_tokens", None) is not None:
         tokens = TokenMaps(f.local_tokens, getattr(f, "token_rows", None), section.sample)
     views = getattr(f, "local_views", None)
+    lazy = isinstance(f.neighbour, NeighbourTiles)
     return SectionTensors(
         section.sample,
         torch.as_tensor(f.local, dtype=torch.float32, device=device),
-        torch.as_tensor(f.neighbour, dtype=torch.float32, device=device),
+        f.neighbour if lazy else torch.as_tensor(f.neighbour, dtype=torch.float32, device=device),
         torch.as_tensor(f.neighbour_mask, dtype=torch.bool, device=device),
         None if section.targets is None else torch.as_tensor(section.targets, dtype=torch.float32, device=device),
         tokens,  # stays on disk: streamed per batch
         np.asarray(f.array_coords),
         np.asarray(f.spatial),
-        None if views is None else torch.as_tensor(views, dtype=torch.float32, device=device),
+        # float16 views (lazy features) stay float16: half the memory, cast per batch (same values)
+        None if views is None else torch.as_tensor(views, dtype=_view_type(views), device=device),
         None if getattr(f, "spot_images", None) is None else torch.as_tensor(f.spot_images).to(device),
     )
+
+
+def _view_type(views):
+    import torch
+
+    return torch.float16 if getattr(views, "dtype", None) in (np.float16, torch.float16) else torch.float32
 
 
 def make_batch(st: SectionTensors, index, rng: np.random.Generator | None = None) -> Batch:
@@ -198,7 +233,7 @@ def make_batch(st: SectionTensors, index, rng: np.random.Generator | None = None
     views = None
     if rng is not None and st.n_views > 1:
         views = rng.integers(st.n_views, size=len(index))
-        local = st.local_views[index, torch.as_tensor(views, device=st.local_views.device)]
+        local = st.local_views[index, torch.as_tensor(views, device=st.local_views.device)].float()
     else:
         local = st.local[index]
     pixel_views = None
@@ -208,7 +243,7 @@ def make_batch(st: SectionTensors, index, rng: np.random.Generator | None = None
         st,
         index,
         local,
-        st.neighbour[index],
+        _UNREAD,  # the neighbour tiles are read when the head asks (Batch.neighbour)
         st.neighbour_mask[index],
         None if st.targets is None else st.targets[index],
         [(st, index)],
@@ -242,7 +277,7 @@ def make_mixed_batch(parts: list, rng: np.random.Generator | None = None) -> Bat
         None,
         None,
         cat("local"),
-        cat("neighbour"),
+        _UNREAD,  # read per section on first use, in the order of ``parts``
         cat("neighbour_mask"),
         cat("targets"),
         list(parts),
@@ -251,12 +286,17 @@ def make_mixed_batch(parts: list, rng: np.random.Generator | None = None) -> Bat
     )
 
 
-def training_views(train: list, views: list[str]):
-    """The views of every training spot, (N, len(views) * D), for fitting an input normalisation."""
+def training_views(train: list, views: list[str], block: int = 4096):
+    """The views of every training spot, (N, len(views) * D), for fitting an input normalisation; a block of
+    spots at a time, so lazy neighbours are never read whole (each row's view does not depend on the block)."""
     import torch
 
     return torch.cat(
-        [batch_views(make_batch(st, torch.arange(st.n_spots, device=st.local.device)), views) for st in train]
+        [
+            batch_views(make_batch(st, torch.arange(lo, min(lo + block, st.n_spots), device=st.local.device)), views)
+            for st in train
+            for lo in range(0, st.n_spots, block)
+        ]
     )
 
 

@@ -34,11 +34,15 @@ class TrainingError(InputError):
     """Training failed in a way the user must act on (e.g. a non-finite loss); names the head and the fold."""
 
 
-def load_section(sample: str, patient: str, features_path, targets_path=None, spot_images_path=None) -> Section:
-    """Features plus (optionally) targets and spot images of one section, aligned on barcodes."""
+def load_section(
+    sample: str, patient: str, features_path, targets_path=None, spot_images_path=None, lazy: bool = True
+) -> Section:
+    """Features plus (optionally) targets and spot images of one section, aligned on barcodes. ``lazy``: the
+    neighbour tiles stay in the store, read per batch (``load_features(lazy=True)``): a fold larger than
+    memory trains in the memory of its batches."""
     import anndata as ad
 
-    feats = load_features(features_path, sample)
+    feats = load_features(features_path, sample, lazy=lazy)
     if spot_images_path is not None:
         feats = feats.with_spot_images(spot_images_path)
     if targets_path is None:

@@ -28,7 +28,13 @@ A V = 1 store has exactly the arrays of format 2, and format-2 stores load as V 
 
 ``load_features`` returns the same ``SampleFeatures`` view for both (``neighbour`` gathered to (N, T, D)),
 so heads never see the difference; ``local_views`` is loaded (small), the token maps never are: they stay
-a lazy Zarr array, read a batch's rows at a time (``TokenMaps``). Attributes: encoder, weights_sha256, tile spec, neighbour mode, package
+a lazy Zarr array, read a batch's rows at a time (``TokenMaps``). ``load_features(lazy=True)`` (what training
+uses) leaves the neighbours on disk too: ``neighbour`` is then a ``NeighbourTiles`` reader (centred: chunks
+decoded on demand through a shared byte-budgeted LRU, ``FEATURE_CACHE``; grid: the small ``grid_tiles`` kept
+in float16 with the (N, T) index, gathered per batch) and ``local_views`` stays float16, so a fold's memory
+is set by the batch and the cache budget, not by the dataset.
+
+Attributes: encoder, weights_sha256, tile spec, neighbour mode, package
 version, sample, slide µm/px, encoder calls, and ``complete`` (set last). The store is written under a
 hidden ``.{sample}.partial-*.zarr`` name and renamed into place when complete (see ``embed.py``).
 
@@ -41,6 +47,8 @@ Gaussian float16 with any zstd variant, 1.40x (vs 1.12x for plain zstd) on a sma
 from __future__ import annotations
 
 import os
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,13 +75,13 @@ def embedding_codecs():
 class SampleFeatures:
     sample: str
     local: np.ndarray  # (N, D) float32
-    neighbour: np.ndarray  # (N, T, D) float32
+    neighbour: np.ndarray  # (N, T, D) float32, or a lazy ``NeighbourTiles`` (load_features(lazy=True))
     neighbour_mask: np.ndarray  # (N, T) bool
     barcodes: np.ndarray
     spatial: np.ndarray
     array_coords: np.ndarray
     attrs: dict
-    local_views: np.ndarray | None = None  # (N, V, D) float32 dihedral views when V > 1 (view 0 = local)
+    local_views: np.ndarray | None = None  # (N, V, D) dihedral views when V > 1 (view 0 = local); float16 if lazy
     local_tokens: object = None  # token maps (M, T, D) or (M, V, T, D): the lazy Zarr array, never loaded
     token_rows: np.ndarray | None = None  # row of ``local_tokens`` per spot (set by ``subset``); None: 0..N-1
     path: str | None = None  # the store, for error messages
@@ -88,10 +96,11 @@ class SampleFeatures:
         rows = None
         if self.local_tokens is not None:  # a row mapping, not a copy: the token maps stay on disk
             rows = (np.arange(self.n_spots) if self.token_rows is None else np.asarray(self.token_rows))[index]
+        lazy = isinstance(self.neighbour, NeighbourTiles)
         return SampleFeatures(
             self.sample,
             self.local[index],
-            self.neighbour[index],
+            self.neighbour.subset(index) if lazy else self.neighbour[index],
             self.neighbour_mask[index],
             self.barcodes[index],
             self.spatial[index],
@@ -167,6 +176,141 @@ class TokenMaps:
         if isinstance(arr, np.ndarray):
             return arr[rows, view] if self.per_view else arr[rows]
         return arr.get_orthogonal_selection((rows, view) if self.per_view else (rows,))
+
+
+def _cache_budget() -> int:
+    try:
+        return int(float(os.environ.get("GENEDML_FEATURE_CACHE_MB", "2048")) * 2**20)
+    except ValueError:
+        return 2 << 30
+
+
+class ChunkCache:
+    """Decoded chunks of lazily read arrays, the least recently used dropped once they pass ``budget`` bytes:
+    a batch that touches a chunk again (another batch of the section, or of a mixed batch) does not decode
+    it again while it fits, and memory stays bounded when it does not."""
+
+    def __init__(self, budget: int):
+        self.budget = int(budget)
+        self.bytes = 0
+        self.decoded = 0  # chunks decoded (misses), for benchmarks
+        self._items: OrderedDict = OrderedDict()
+
+    def get(self, key, load):
+        hit = self._items.get(key)
+        if hit is not None:
+            self._items.move_to_end(key)
+            return hit
+        value = load()
+        self.decoded += 1
+        if value.nbytes <= self.budget:
+            self._items[key] = value
+            self.bytes += value.nbytes
+            while self.bytes > self.budget:
+                _, old = self._items.popitem(last=False)
+                self.bytes -= old.nbytes
+        return value
+
+    def drop(self, owner) -> None:
+        """Forget every chunk of ``owner`` (a store whose reader is gone)."""
+        for key in [k for k in self._items if k[0] == owner]:
+            self.bytes -= self._items.pop(key).nbytes
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.bytes = 0
+
+
+# shared by every lazy reader of the process: the budget bounds the fold, not each section
+# (``GENEDML_FEATURE_CACHE_MB``, default 2048: an STNet-sized fold's neighbours fit)
+FEATURE_CACHE = ChunkCache(_cache_budget())
+
+
+class _Source:
+    """One opened store array; its chunks leave the cache when the last reader of it is collected."""
+
+    def __init__(self, array, cache: ChunkCache):
+        self.array = array
+        self.cache = cache
+        self.rows = int(array.chunks[0]) if hasattr(array, "chunks") else max(1, len(array))
+        weakref.finalize(self, cache.drop, id(self))
+
+    def chunk(self, c: int) -> np.ndarray:
+        lo = c * self.rows
+        return self.cache.get((id(self), c), lambda: np.asarray(self.array[lo : lo + self.rows], dtype=np.float16))
+
+
+class NeighbourTiles:
+    """The (N, T, D) neighbour tile embeddings of one section, read a batch of rows at a time.
+
+    Centred stores: ``source`` is the store's (M, T, D) ``neighbour`` array, ``rows`` maps spot i to its row
+    (None: i); a read decodes the batch's chunks in chunk order, each once, through the shared ``ChunkCache``.
+    Grid stores: ``tiles`` (M, D) float16 stays in memory (small: one row per grid tile) with ``index`` (N, T)
+    (-1 where masked), gathered per batch. ``read`` gives float16 (the stored values), ``[index]`` float32, as
+    the eager array; ``np.asarray`` of the whole reader materialises it (only for small sections).
+    """
+
+    ndim = 3
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, source=None, rows=None, tiles=None, index=None, sample=None, path=None):
+        self.source, self.tiles = source, tiles
+        self.index = None if index is None else np.asarray(index)
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        self.sample, self.path = sample, path
+
+    @classmethod
+    def centred(cls, array, rows=None, sample=None, path=None, cache: ChunkCache | None = None) -> NeighbourTiles:
+        return cls(_Source(array, cache or FEATURE_CACHE), rows, sample=sample, path=path)
+
+    @property
+    def shape(self) -> tuple:
+        if self.index is not None:
+            return (*self.index.shape, int(self.tiles.shape[1]))
+        n = int(self.source.array.shape[0]) if self.rows is None else len(self.rows)
+        return (n, *(int(x) for x in self.source.array.shape[1:]))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def subset(self, index) -> NeighbourTiles:
+        """These spots' rows (a mapping, nothing read)."""
+        if self.index is not None:
+            return NeighbourTiles(tiles=self.tiles, index=self.index[index], sample=self.sample, path=self.path)
+        rows = np.arange(self.shape[0]) if self.rows is None else self.rows
+        return NeighbourTiles(self.source, rows[index], sample=self.sample, path=self.path)
+
+    def read(self, index, dtype=np.float16) -> np.ndarray:
+        """(B, T, D) ``dtype`` (float16: as stored): the neighbour tiles of spots ``index`` (B,), in that order;
+        float32 is cast while gathering (one pass over the batch, not a copy and then a cast)."""
+        index = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index, dtype=np.int64)
+        index = index.reshape(-1)
+        if self.index is not None:
+            slots = self.index[index]
+            out = np.zeros((*slots.shape, self.tiles.shape[1]), dtype)
+            keep = slots >= 0
+            out[keep] = self.tiles[slots[keep]]
+            return out
+        rows = index if self.rows is None else self.rows[index]
+        out = np.empty((len(rows), *self.shape[1:]), dtype)
+        per = self.source.rows
+        try:
+            chunks = rows // per
+            for c in np.unique(chunks):  # sorted: chunk order, each chunk decoded (at most) once
+                pick = np.flatnonzero(chunks == c)
+                out[pick] = self.source.chunk(int(c))[rows[pick] - int(c) * per]
+        except Exception as exc:
+            raise InputError(
+                f"cannot read the neighbour embeddings ({type(exc).__name__}: {exc})", self.sample, self.path
+            ) from exc
+        return out
+
+    def __getitem__(self, index) -> np.ndarray:
+        return self.read(index, np.float32)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[slice(None)]
+        return out if dtype is None else out.astype(dtype)
 
 
 def chunk_rows(row_bytes: int, n_rows: int, target: int = CHUNK_BYTES) -> int:
@@ -279,26 +423,38 @@ def store_spots(path: str | os.PathLike, sample: str | None = None) -> tuple[int
     return int(group["local"].shape[0]), np.asarray(group["spatial"][:]), np.asarray(group["array_coords"][:])
 
 
-def load_features(path: str | os.PathLike, sample: str | None = None, rows: slice | None = None) -> SampleFeatures:
+def load_features(
+    path: str | os.PathLike, sample: str | None = None, rows: slice | None = None, lazy: bool = False
+) -> SampleFeatures:
     """One store's features; the local views are loaded, the token maps only opened (metadata, no data).
     ``rows``: only these consecutive spots (a slice), read from their chunks alone, so a whole slide's
-    features can be processed a block at a time in flat memory."""
+    features can be processed a block at a time in flat memory. ``lazy``: the neighbours stay on disk (a
+    ``NeighbourTiles`` reader, read per batch) and the local views stay float16, for training folds larger
+    than memory; the values read are those of the eager arrays."""
     group, attrs = _open_complete(path, sample)
     name = attrs.get("sample", sample or Path(path).stem)
     part = slice(None) if rows is None else rows
     if attrs["neighbour_mode"] == "grid":
         index = np.asarray(group["neighbour_index"][part])
         used = np.unique(index[index >= 0])  # only the grid tiles this block's spots use
-        tiles = np.asarray(group["grid_tiles"].get_orthogonal_selection(used), dtype=np.float32) if len(used) else None
+        dim = group["grid_tiles"].shape[1]
+        tiles = np.asarray(group["grid_tiles"].get_orthogonal_selection(used)) if len(used) else None
+        tiles = np.zeros((0, dim), np.float16) if tiles is None else tiles.astype(np.float16, copy=False)
         remap = np.full(int(used.max()) + 1 if len(used) else 1, -1, dtype=np.int64)
         remap[used] = np.arange(len(used))
         local_index = np.where(index >= 0, remap[np.maximum(index, 0)], -1)
-        dim = group["grid_tiles"].shape[1]
-        neighbour = gather_neighbours(tiles if tiles is not None else np.zeros((0, dim), np.float32), local_index)
+        if lazy:
+            neighbour = NeighbourTiles(tiles=tiles, index=local_index.astype(np.int32), sample=name, path=str(path))
+        else:
+            neighbour = gather_neighbours(tiles.astype(np.float32), local_index)
+    elif lazy:
+        spots = None if rows is None else np.arange(*rows.indices(group["neighbour"].shape[0]))
+        neighbour = NeighbourTiles.centred(group["neighbour"], spots, name, str(path))
     else:
         neighbour = np.asarray(group["neighbour"][part], dtype=np.float32)
     local = np.asarray(group["local"][part], dtype=np.float32)
-    views = np.asarray(group["local_views"][part], dtype=np.float32) if "local_views" in group else None
+    view_type = np.float16 if lazy else np.float32
+    views = np.asarray(group["local_views"][part], dtype=view_type) if "local_views" in group else None
     tokens = group["local_tokens"] if "local_tokens" in group else None
     token_rows = None
     if tokens is not None and rows is not None:  # a row mapping into the lazy token maps
