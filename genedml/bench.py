@@ -749,15 +749,11 @@ def print_reader_table(result: dict) -> None:
         )
 
 
-def _add_reader_parser(sub) -> None:
-    s = sub.add_parser(
-        "reader",
-        help="tiles/s of the loader's read-and-cut path alone vs raw OpenSlide decoding, both modes",
-        description=READER_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _add_slide_arguments(s, sections: list[str]) -> None:
+    """The slides a bench runs on (HER2ST sections, a generated Visium-like slide, HEST samples), their tiles
+    and neighbour modes: shared by ``bench embed`` and ``bench reader``."""
     s.add_argument("--her2st", metavar="DIR", help="legacy-ST folder with ST-cnts/, ST-spotfiles/, ST-imgs/")
-    s.add_argument("--sections", nargs="+", default=["B4"], help="HER2ST sections with images")
+    s.add_argument("--sections", nargs="+", default=sections, help="HER2ST sections with images")
     s.add_argument("--visium-demo", action="store_true", help="a generated Visium-like slide (100 µm hex pitch)")
     s.add_argument("--demo-size-um", nargs=2, type=float, default=[4000.0, 4000.0], metavar=("W", "H"))
     s.add_argument("--demo-mpp", type=float, default=0.5)
@@ -769,6 +765,16 @@ def _add_reader_parser(sub) -> None:
     s.add_argument("--grid-stride", type=float, default=1.0)
     s.add_argument("--grid-offset", default="auto")
     s.add_argument("--modes", nargs="+", choices=NEIGHBOUR_MODES, default=NEIGHBOUR_MODES)
+
+
+def _add_reader_parser(sub) -> None:
+    s = sub.add_parser(
+        "reader",
+        help="tiles/s of the loader's read-and-cut path alone vs raw OpenSlide decoding, both modes",
+        description=READER_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_slide_arguments(s, sections=["B4"])
     s.add_argument("--embed-dim", type=int, default=SMALL_UNI["model_kwargs"]["embed_dim"], help="sets units of work")
     s.add_argument("--max-tiles", type=int, default=0, help="tiles per slide and mode, a prefix (0: all)")
     s.add_argument("--repeats", type=int, default=3, help="timed passes of each path (best counts)")
@@ -785,19 +791,7 @@ def add_bench_parsers(sub) -> None:
         description=EMBED_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    s.add_argument("--her2st", metavar="DIR", help="legacy-ST folder with ST-cnts/, ST-spotfiles/, ST-imgs/")
-    s.add_argument("--sections", nargs="+", default=HER2ST_SECTIONS, help="HER2ST sections with images")
-    s.add_argument("--visium-demo", action="store_true", help="a generated Visium-like slide (100 µm hex pitch)")
-    s.add_argument("--demo-size-um", nargs=2, type=float, default=[4000.0, 4000.0], metavar=("W", "H"))
-    s.add_argument("--demo-mpp", type=float, default=0.5)
-    s.add_argument("--hest-dir", metavar="DIR", help="a HEST-1k folder (wsis/, st/, metadata/)")
-    s.add_argument("--samples", nargs="+", help="HEST ids in --hest-dir")
-    s.add_argument("--her2st-tiles", type=json.loads, default={"tile_px": 224, "target_mpp": "native"})
-    s.add_argument("--visium-tiles", type=json.loads, default={"tile_px": 224, "target_mpp": 0.5})
-    s.add_argument("--hest-tiles", type=json.loads, default={"tile_px": 224, "target_mpp": 0.5})
-    s.add_argument("--grid-stride", type=float, default=1.0)
-    s.add_argument("--grid-offset", default="auto")
-    s.add_argument("--modes", nargs="+", choices=NEIGHBOUR_MODES, default=NEIGHBOUR_MODES)
+    _add_slide_arguments(s, sections=HER2ST_SECTIONS)
     s.add_argument("--encoder", help="encoder config as JSON (default: a small random-init UNI-architecture ViT)")
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--num-workers", type=int, default=1)
