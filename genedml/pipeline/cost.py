@@ -181,17 +181,13 @@ def calls_per_spot(config: dict) -> int:
 
 
 def store_bytes_per_spot(config: dict) -> int | None:
-    """Uncompressed float16 bytes a spot in a centred-mode store: the local embedding, the neighbour tiles,
-    the extra views' CLS and, when cached, every view's token map (None when the encoder width is unknown)."""
-    enc = config["encoder"]
-    dim = KNOWN_WIDTHS.get(enc.get("timm_name") or enc["name"])
-    if dim is None:
+    """Uncompressed float16 bytes a spot in a centred-mode store as configured: the local embedding, the
+    neighbour tiles, the extra views' CLS and, when cached, every view's token map (None when the encoder
+    width is unknown); ``store_bytes`` of one spot."""
+    sizes = store_bytes(config, 1, 0)
+    if not sizes:
         return None
-    views = int(enc["local_views"])
-    rows = 1 + int(config["tiles"]["grid"]) ** 2 + (views if views > 1 else 0)
-    if enc["cache_local_tokens"]:
-        rows += views * TOKENS_PER_CROP
-    return 2 * dim * rows
+    return sizes["centred"]["tokens" if config["encoder"]["cache_local_tokens"] else "views"]
 
 
 HEST_TABLE = Path(__file__).resolve().parents[1] / "data" / "hest_v1_1_0_samples.tsv"
