@@ -21,6 +21,8 @@ include: "workflow/rules/gene_semantics.smk"
 include: "workflow/rules/folds.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/compare.smk"
+include: "workflow/rules/ceiling.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/predict.smk"
 include: "workflow/rules/slides.smk"
@@ -32,7 +34,7 @@ rule all:
         "results/report.md",
         "results/report",
         # the caches are products too: a deleted feature or spot-image store is rebuilt (docs/embedding.md)
-        [RUN.features_path(s) for s in SAMPLES],
+        RUN.feature_stores(),
         RUN.spot_image_stores(),
         # every held-out section's predictions, one folder of .h5ad per head
         expand("results/predictions/{head}", head=HEADS),

@@ -313,9 +313,27 @@ def embed(a):
         geometry.slide_path = a.slide
     runtime = _spec_from_args(EmbedRuntime, a, geometry.sample)
     encoder = build_encoder(_spec_from_args(EncoderSpec, a, geometry.sample))
+    from genedml.tiles.encoder_zoo import mpp_mismatch
+
+    if warning := mpp_mismatch(encoder.name, geometry.spec.target_mpp):
+        log.warning("%s: %s", geometry.sample, warning)
     embed_sample(
         geometry, encoder, a.out, batch_size=runtime.batch_size, num_workers=runtime.num_workers, device=runtime.device
     )
+
+
+def _encoders_args(s):
+    s.add_argument("--json", action="store_true", help="every card's facts as JSON instead of the table")
+
+
+@subcommand("encoders", "the encoder zoo: architecture, width, µm/px, licence, weights of each", _encoders_args)
+def encoders(a):
+    from genedml.tiles.encoder_zoo import ZOO, format_table
+
+    if a.json:
+        print(json.dumps([card.row() for card in ZOO.values()], indent=2, ensure_ascii=False))
+    else:
+        print(format_table())
 
 
 def _spot_images_args(s):
@@ -369,7 +387,7 @@ def genes(a):
     log.info(
         "%d genes chosen (%s) from %d samples",
         len(chosen),
-        "list " + spec.list if spec.list else "top by total counts",
+        "list " + spec.list if spec.list else f"top by {spec.rank.replace('_', ' ')}",
         len(st),
     )
 
@@ -628,6 +646,39 @@ def ood_score(a):
     )
 
 
+def _ceiling_args(s):
+    from genedml.evaluation.ceiling import CeilingSpec
+
+    s.add_argument("--folds", required=True, help="folds.tsv (fold, sample, split); its test sections are not read")
+    s.add_argument("--inputs", required=True, help="the training-inputs index: every section's features and targets")
+    s.add_argument("--genes", required=True, help="the gene table (results/genes/genes.tsv) or a gene list")
+    s.add_argument("--out", required=True, help="per-gene TSV: gene, ceiling_score, gearys_c, per-fold columns")
+    CeilingSpec.add_arguments(s)
+
+
+@subcommand("ceiling", "per-gene ceiling: Geary's C of the targets on the embeddings' kNN graph", _ceiling_args)
+def ceiling(a):
+    from genedml.evaluation.ceiling import CeilingSpec, read_genes, write_ceiling
+    from genedml.study.folds import read_folds
+
+    spec = _spec_from_args(CeilingSpec, a)
+    write_ceiling(read_folds(a.folds), a.inputs, read_genes(a.genes), spec, a.out)
+
+
+def _ceiling_figure_args(s):
+    s.add_argument("--ceiling", required=True, help="the ceiling table (genedml ceiling)")
+    s.add_argument("--per-gene", nargs="+", required=True, metavar="KEY=PATH", help="per_gene.tsv of each head")
+    s.add_argument("--labels", nargs="*", default=[], metavar="KEY=LABEL", help="panel titles (default: the key)")
+    s.add_argument("--out", required=True, help="output PNG")
+
+
+@subcommand("ceiling-figure", "per-gene ceiling score against each head's mean PCC", _ceiling_figure_args)
+def ceiling_figure(a):
+    from genedml.evaluation.ceiling import ceiling_figure as draw
+
+    draw(a.ceiling, _sample_paths(a.per_gene), _sample_paths(a.labels), a.out)
+
+
 # ------------------------------------------------------------------------------- evaluation and report
 
 
@@ -672,6 +723,48 @@ def summarize(a):
     from genedml.evaluation.evaluate import combine_summaries
 
     combine_summaries(a.summaries, a.out)
+
+
+def _keys_arg(text: str) -> dict:
+    """The run's keys: inline JSON (starting with ``{``) or the path of a JSON file."""
+    if text.lstrip().startswith("{"):
+        return _json_arg(text)
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"neither inline JSON nor an existing file: {text}")
+    return _json_arg(path.read_text())
+
+
+def _compare_args(s):
+    from genedml.evaluation.stats import LEVEL, N_BOOT, SEED
+
+    s.add_argument("--results-dir", required=True, help="folder of the metrics folders: {results-dir}/{key}/")
+    s.add_argument(
+        "--keys",
+        required=True,
+        type=_keys_arg,
+        metavar="JSON",
+        help='{key: {"head", "type", "encoder", "protocol", "seed", "control", "label"}}, inline or a file',
+    )
+    s.add_argument("--sheet", required=True, help="the run's sample sheet (sample -> patient)")
+    s.add_argument("--out-dir", required=True, help="folder for the comparison tables and matrix_pcc_a.png")
+    s.add_argument("--bootstrap", type=int, default=N_BOOT, help=f"patient-bootstrap resamples (default {N_BOOT})")
+    s.add_argument("--level", type=float, default=LEVEL, help=f"interval level (default {LEVEL})")
+    s.add_argument("--seed", type=int, default=SEED, help=f"bootstrap random seed (default {SEED})")
+
+
+@subcommand("compare", "intervals, optimism gap, paired tests, seeds and controls of the run's heads", _compare_args)
+def compare(a):
+    from genedml.evaluation.compare import parse_keys, run_compare
+    from genedml.io.sample_sheet import read_sample_sheet
+
+    if a.bootstrap < 1 or not 0.0 < a.level < 1.0:
+        raise InputError(f"--bootstrap must be >= 1 and --level in (0, 1), not {a.bootstrap} and {a.level}")
+    try:
+        parse_keys(a.keys)  # an unknown protocol or control: a clear error naming the key, no traceback
+    except ValueError as exc:
+        raise InputError(f"--keys: {exc}") from exc
+    run_compare(a.results_dir, a.keys, read_sample_sheet(a.sheet), a.out_dir, a.bootstrap, a.level, a.seed)
 
 
 def _thumbnail_args(s):

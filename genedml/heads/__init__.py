@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from genedml.heads.base import Head, Section
 from genedml.heads.bleep import BLEEPHead
+from genedml.heads.controls import MeanHead
 from genedml.heads.dkan import DKANHead
 from genedml.heads.gene_dml import GeneDMLHead
 from genedml.heads.ridge import RidgeHead
@@ -13,6 +14,7 @@ from genedml.heads.triplex import TriplexHead
 HEADS: dict[str, type[Head]] = {"ridge": RidgeHead, "stnet": STNetHead}
 HEADS.update({"dkan": DKANHead, "bleep": BLEEPHead})
 HEADS.update({"genedml": GeneDMLHead, "triplex": TriplexHead})
+HEADS.update({"mean": MeanHead})  # the control floor (genedml.heads.controls)
 
 
 def head_class(kind: str) -> type[Head]:

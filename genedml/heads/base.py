@@ -95,6 +95,37 @@ def check_setting_values(kind: str, settings: dict, defaults: dict, given: dict)
             raise ValueError(f"{kind} {key} must be {span}, not {value!r}")
 
 
+def read_array_model(directory: Path, kind: str, arrays_name: str, facts_name: str, fmt: str, required) -> tuple:
+    """A model saved as plain arrays (``.npz``, loaded without pickle) and a JSON description: (facts, arrays).
+
+    Every problem is an InputError naming the file: either file missing, an unreadable or foreign description
+    (``format`` is not ``fmt``), a description lacking a ``required`` key, an unreadable array file."""
+    import json
+    import zipfile
+
+    from genedml.errors import InputError
+
+    arrays_path, facts_path = Path(directory) / arrays_name, Path(directory) / facts_name
+    for path in (arrays_path, facts_path):
+        if not path.is_file():
+            raise InputError(f"the {kind} model file is missing (rerun the train step)", None, path)
+    try:
+        facts = json.loads(facts_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"not a readable {kind} model description ({e})", None, facts_path) from e
+    if not isinstance(facts, dict) or facts.get("format") != fmt:
+        raise InputError(f"not a genedml {kind} model description (format is not {fmt!r})", None, facts_path)
+    missing = [k for k in required if k not in facts]
+    if missing:
+        raise InputError(f"the {kind} model description lacks {missing}", None, facts_path)
+    try:
+        with np.load(arrays_path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise InputError(f"not a readable {kind} model array file ({e})", None, arrays_path) from e
+    return facts, arrays
+
+
 class Head:
     """Base class. Subclasses set ``kind`` and ``defaults`` and implement fit / predict / save / load.
 

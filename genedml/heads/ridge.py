@@ -2,7 +2,17 @@
 
 Standardise -> optional PCA -> multi-output ridge, all fitted on training spots only. The ridge penalty
 is chosen from ``alphas`` by mean per-gene PCC on the validation sections (when there are any), then the
-model is refitted on training + validation spots.
+model is refitted on training + validation spots (``alpha_rule: grid``, the default). ``alpha_rule: hest``
+uses HEST-Benchmark's fixed penalty instead, ``hest_alpha``: 100 / (regression inputs x genes), the inputs
+being the PCA components (or the features without PCA); nothing is selected, and under ``honest`` the
+model is fitted once on training + validation spots. ``fit_intercept``, ``standardize``, ``solver`` and
+``max_iter`` reach the scaler and scikit-learn's ``Ridge`` (HEST-Benchmark: no intercept, ``lsqr``,
+1000 iterations); their defaults are scikit-learn's, what this head always did.
+
+``shuffle_features: true`` makes the head the shuffled-feature null: it fits on copies of the training
+(and validation) sections whose feature rows are permuted across each section's spots
+(``genedml.heads.controls.shuffled_sections``, seeded with the head's seed), and predicts from the real
+features of the held-out section.
 
 A fold's model is saved as ``model.npz`` (the scaler, PCA and ridge arrays; loaded with
 ``allow_pickle=False``) and ``model.json`` (the chosen alpha and the settings); it predicts with numpy.
@@ -11,14 +21,14 @@ A fold's model is saved as ``model.npz`` (the scaler, PCA and ridge arrays; load
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from genedml.errors import InputError
 from genedml.evaluation.metrics import nanmean, pearson_per_gene
-from genedml.heads.base import Head, Section, spot_features
+from genedml.heads.base import Head, Section, read_array_model, spot_features
+from genedml.heads.controls import shuffled_sections
 from genedml.heads.torch_head import UnsafeModelFile
 
 # a fold's ridge model: plain arrays (loaded without pickle) and a JSON description
@@ -26,15 +36,62 @@ MODEL_ARRAYS, MODEL_FACTS = "model.npz", "model.json"
 RIDGE_FORMAT = "genedml-ridge-1"
 LEGACY_PICKLE = "model.pkl"  # what an older genedml wrote: never loaded (unpickling can execute code)
 
+ALPHA_RULES = ("grid", "hest")
+# scikit-learn Ridge solvers that fit any dense problem (lbfgs needs positive=True)
+SOLVERS = ("auto", "svd", "cholesky", "lsqr", "sparse_cg", "sag", "saga")
+
+
+def hest_alpha(n_inputs: int, n_genes: int) -> float:
+    """HEST-Benchmark's fixed ridge penalty: 100 / (number of regression inputs x number of genes). The
+    inputs are what the ridge itself sees: the PCA components when PCA is used (256 there), else the
+    features. E.g. 256 components and 50 genes give 100 / 12800 = 0.0078125."""
+    if n_inputs < 1 or n_genes < 1:
+        raise ValueError(f"hest_alpha needs at least one input and one gene, not {n_inputs} x {n_genes}")
+    return 100.0 / (int(n_inputs) * int(n_genes))
+
 
 class RidgeHead(Head):
     kind = "ridge"
     # alphas: ridge penalties tried (chosen on the validation sections); pca: components (0 = none);
-    # features: the per-spot views (genedml.heads.base.FEATURE_VIEWS)
-    defaults = {"alphas": [1.0], "pca": 0, "features": ["local"]}
+    # features: the per-spot views (genedml.heads.base.FEATURE_VIEWS); alpha_rule: grid (choose from alphas)
+    # | hest (HEST-Benchmark's fixed formula, hest_alpha); fit_intercept / solver / max_iter: scikit-learn
+    # Ridge's; standardize: scale every feature to unit variance first; shuffle_features: the null (module doc)
+    defaults = {
+        "alphas": [1.0],
+        "pca": 0,
+        "features": ["local"],
+        "alpha_rule": "grid",
+        "fit_intercept": True,
+        "standardize": True,
+        "solver": "auto",
+        "max_iter": None,
+        "shuffle_features": False,
+    }
+
+    @classmethod
+    def checked_settings(cls, params: dict | None) -> dict:
+        settings = super().checked_settings(params)
+        if settings["alpha_rule"] not in ALPHA_RULES:
+            raise ValueError(
+                f"ridge alpha_rule must be one of {' | '.join(ALPHA_RULES)}, not {settings['alpha_rule']!r}"
+            )
+        if settings["solver"] not in SOLVERS:
+            raise ValueError(f"ridge solver must be one of {' | '.join(SOLVERS)}, not {settings['solver']!r}")
+        max_iter = settings["max_iter"]
+        if max_iter is not None and (isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1):
+            raise ValueError(f"ridge max_iter must be null or an integer >= 1, not {max_iter!r}")
+        alphas = settings["alphas"]
+        if not isinstance(alphas, list) or not alphas or any(isinstance(a, bool) for a in alphas):
+            raise ValueError(f"ridge alphas must be a non-empty list of numbers, not {alphas!r}")
+        return settings
 
     def _views(self) -> list[str]:
         return list(self.params["features"])
+
+    def _n_inputs(self, n_features: int, n_samples: int) -> int:
+        """What the ridge itself sees: the PCA components kept, or the features."""
+        pca = int(self.params["pca"] or 0)
+        return min(pca, n_features, n_samples) if pca else n_features
 
     def _pipeline(self, alpha: float, n_features: int, n_samples: int):
         from sklearn.decomposition import PCA
@@ -42,11 +99,19 @@ class RidgeHead(Head):
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        steps = [StandardScaler()]
-        pca = int(self.params["pca"] or 0)
-        if pca:
-            steps.append(PCA(min(pca, n_features, n_samples), random_state=self.seed))
-        steps.append(Ridge(alpha=alpha))
+        p = self.params
+        steps = [StandardScaler()] if p["standardize"] else []
+        if int(p["pca"] or 0):
+            steps.append(PCA(self._n_inputs(n_features, n_samples), random_state=self.seed))
+        steps.append(
+            Ridge(
+                alpha=alpha,
+                fit_intercept=bool(p["fit_intercept"]),
+                solver=p["solver"],
+                max_iter=p["max_iter"],
+                random_state=self.seed,  # read by the sag / saga solvers only
+            )
+        )
         return make_pipeline(*steps)
 
     def _xy(self, sections: list[Section]):
@@ -55,6 +120,33 @@ class RidgeHead(Head):
         return x, y
 
     def fit(self, train: list[Section], val: list[Section]) -> dict:
+        shuffled = bool(self.params["shuffle_features"])
+        if shuffled:  # the null: each section's feature rows permuted across its spots (one seeded draw)
+            both = shuffled_sections(list(train) + list(val), self.seed)
+            train, val = both[: len(train)], both[len(train) :]
+        facts = self._fit_grid(train, val) if self.params["alpha_rule"] == "grid" else self._fit_hest(train, val)
+        facts["alpha_rule"] = self.params["alpha_rule"]
+        facts["shuffled_features"] = shuffled
+        if shuffled:
+            facts["shuffle"] = f"feature rows permuted within each training / validation section, seed {self.seed}"
+        return facts
+
+    def _fit_hest(self, train: list[Section], val: list[Section]) -> dict:
+        """HEST-Benchmark's fit: one model with the fixed penalty on every training spot (under ``honest`` the
+        validation spots join them, as after the grid's selection; under ``reference`` the test fold is unused)."""
+        sections = list(train) + (list(val) if val and self.params["protocol"] == "honest" else [])
+        x, y = self._xy(sections)
+        n_inputs = self._n_inputs(x.shape[1], x.shape[0])
+        self.alpha = hest_alpha(n_inputs, y.shape[1])
+        self.model = self._pipeline(self.alpha, x.shape[1], x.shape[0]).fit(x, y)
+        return {
+            "alpha": self.alpha,
+            "alpha_formula": f"100 / ({n_inputs} inputs x {y.shape[1]} genes)",
+            "val_pcc_by_alpha": {},
+            "n_train_spots": int(len(x)),
+        }
+
+    def _fit_grid(self, train: list[Section], val: list[Section]) -> dict:
         alphas = [float(a) for a in self.params["alphas"]]
         x, y = self._xy(train)
         scores = {}
@@ -100,28 +192,11 @@ class RidgeHead(Head):
     @classmethod
     def load(cls, directory: Path, params: dict | None = None) -> RidgeHead:
         directory = Path(directory)
-        arrays_path, facts_path = directory / MODEL_ARRAYS, directory / MODEL_FACTS
+        arrays_path = directory / MODEL_ARRAYS
         if not arrays_path.exists() and (directory / LEGACY_PICKLE).exists():
             raise UnsafeModelFile(directory / LEGACY_PICKLE)
-        for path in (arrays_path, facts_path):
-            if not path.is_file():
-                raise InputError("the ridge model file is missing (rerun the train step)", None, path)
-        try:
-            facts = json.loads(facts_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InputError(f"not a readable ridge model description ({e})", None, facts_path) from e
-        if not isinstance(facts, dict) or facts.get("format") != RIDGE_FORMAT:
-            raise InputError(
-                f"not a genedml ridge model description (format is not {RIDGE_FORMAT!r})", None, facts_path
-            )
-        missing = [k for k in ("alpha", "params", "pca", "n_features", "n_outputs") if k not in facts]
-        if missing:
-            raise InputError(f"the ridge model description lacks {missing}", None, facts_path)
-        try:
-            with np.load(arrays_path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-            raise InputError(f"not a readable ridge model array file ({e})", None, arrays_path) from e
+        required = ("alpha", "params", "pca", "n_features", "n_outputs")
+        facts, arrays = read_array_model(directory, "ridge", MODEL_ARRAYS, MODEL_FACTS, RIDGE_FORMAT, required)
         model = RidgePredictor.from_arrays(arrays, facts, arrays_path)
         head = cls(facts["params"], seed=int(facts.get("seed", 0)))
         head.alpha, head.model = float(facts["alpha"]), model
@@ -141,18 +216,30 @@ class RidgePredictor:
 
     @classmethod
     def from_pipeline(cls, pipeline) -> RidgePredictor:
+        from sklearn.decomposition import PCA
+        from sklearn.preprocessing import StandardScaler
+
         steps = [step for _, step in pipeline.steps]
-        scaler, ridge = steps[0], steps[-1]
-        pca = steps[1] if len(steps) == 3 else None
-        n_features = int(scaler.mean_.shape[0])
+        ridge = steps[-1]
+        scaler = next((s for s in steps if isinstance(s, StandardScaler)), None)
+        pca = next((s for s in steps if isinstance(s, PCA)), None)
+        n_features = int(pipeline.n_features_in_)
         coef = np.asarray(ridge.coef_, dtype=np.float64)
         coef = coef.reshape(1, -1) if coef.ndim == 1 else coef
-        scale = np.ones(n_features) if scaler.scale_ is None else np.asarray(scaler.scale_, dtype=np.float64)
+        # no scaler (standardize: false): the identity, so the file has the same arrays either way
+        mean = np.zeros(n_features) if scaler is None else np.asarray(scaler.mean_, dtype=np.float64)
+        scale = (
+            np.ones(n_features)
+            if scaler is None or scaler.scale_ is None
+            else np.asarray(scaler.scale_, dtype=np.float64)
+        )
+        # fit_intercept: false leaves a scalar 0.0: one zero per output
+        intercept = np.broadcast_to(np.asarray(ridge.intercept_, dtype=np.float64).reshape(-1), (coef.shape[0],))
         return cls(
-            np.asarray(scaler.mean_, dtype=np.float64),
+            mean,
             scale,
             coef,
-            np.asarray(ridge.intercept_, dtype=np.float64).reshape(-1),
+            intercept.copy(),
             None if pca is None else np.asarray(pca.mean_, dtype=np.float64),
             None if pca is None else np.asarray(pca.components_, dtype=np.float64),
         )

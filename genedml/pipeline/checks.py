@@ -12,6 +12,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from genedml.tiles.encoder_zoo import ZOO
+
 # the config's settings that name a file (or folder) a stage reads: key path -> what it is
 FILE_SETTINGS = {
     "encoder.weights": "encoder weights file",
@@ -58,7 +60,8 @@ def missing_files(config: dict, heads: dict[str, dict]) -> list[str]:
         problems.append(f"config gene_semantics.model: the sentence-transformers folder {model} does not exist")
     weights = encoder_weights(config)
     if weights and not _get(config, "encoder.weights") and not Path(weights).is_file():
-        problems.append(f"${UNI_WEIGHTS_VARIABLE} names the UNI weights file {weights}, which does not exist")
+        name = config["encoder"]["name"]
+        problems.append(f"${ZOO[name].env_var} names the {name} weights file {weights}, which does not exist")
     for name, settings in heads.items():
         for key, what in HEAD_FILE_SETTINGS.items():
             value = settings.get(key)
@@ -68,12 +71,13 @@ def missing_files(config: dict, heads: dict[str, dict]) -> list[str]:
 
 
 def encoder_weights(config: dict) -> str | None:
-    """The weights file the embed step reads: ``encoder.weights``, else (UNI) $GENEDML_UNI_WEIGHTS."""
+    """The weights file the embed step reads: ``encoder.weights``, else (a zoo encoder) its card's environment
+    variable ($GENEDML_UNI_WEIGHTS for uni)."""
     encoder = config["encoder"]
     if encoder.get("weights"):
         return encoder["weights"]
-    if encoder["name"] == "uni":
-        return os.environ.get(UNI_WEIGHTS_VARIABLE) or None
+    if encoder["name"] in ZOO:
+        return os.environ.get(ZOO[encoder["name"]].env_var) or None
     return None
 
 
@@ -109,9 +113,14 @@ def check_encoder(config: dict, features_dir: str | os.PathLike | None = None) -
 
     Asking timm means importing it (seconds, on every dry run), so the question is skipped when the run's
     feature folder of this encoder (``features_dir``) already holds a store: an earlier run built it."""
+    from genedml.tiles.encoder_zoo import ZOO
     from genedml.tiles.encoders import REGISTRY
 
     encoder = config["encoder"]
+    card = ZOO.get(encoder["name"])
+    if card is not None and not encoder.get("allow_random_init") and not encoder_weights(config):
+        # fail when the run starts, not in every embed job
+        raise FileNotFoundError(f"config encoder {encoder['name']!r} has no weights file. " + card.help())
     if encoder["name"] in REGISTRY and not encoder.get("timm_name"):
         return
     if features_dir is not None and any(Path(features_dir).glob("*.zarr")):

@@ -27,13 +27,15 @@ import numpy as np
 import pandas as pd
 
 from genedml.errors import InputError
+from genedml.tiles.encoder_zoo import widths as zoo_widths
 
 # ASSUMPTION, not a measurement: UNI (ViT-L/16, 224 px) is ~61.6 GMACs (~123 GFLOP) a tile; in fp32 (PyTorch
 # runs fp32 matmuls without TF32 by default) an A100's 19.5 TFLOPS allow at most ~160 tiles/s, ~100 at 60%
 # utilisation. bf16 or a newer GPU are several times faster; slide reading can also be the bottleneck.
 DEFAULT_TILES_PER_SECOND = 100.0
-# embedding width of the encoders whose width is known without building them (the feature-store estimate)
-KNOWN_WIDTHS = {"uni": 1024, "resnet18": 512, "resnet50": 2048}
+# embedding width of the encoders whose width is known without building them (the feature-store estimate):
+# the encoder zoo's cards, and timm's resnet18
+KNOWN_WIDTHS = {**zoo_widths(), "resnet18": 512}
 TOKENS_PER_CROP = 197  # a ViT/16 at 224 px: CLS + 14 x 14 patches
 
 

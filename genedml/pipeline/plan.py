@@ -16,6 +16,7 @@ from pathlib import Path
 from genedml.io.hest import SamplePaths
 from genedml.pipeline import schema
 from genedml.pipeline.checks import check_config, encoder_weights
+from genedml.pipeline.run_heads import expand_heads, key_label, select_names
 
 RESULTS = "results"
 DEMO_DIR = f"{RESULTS}/demo/hest"  # data.source demo: rule demo_data writes the sections here
@@ -44,6 +45,18 @@ def select_heads(heads: dict, keep: list | None) -> dict:
     if unknown:
         raise ValueError(f"run_heads names {unknown}, which are not under `heads` ({', '.join(heads)})")
     return {h: heads[h] for h in keep}
+
+
+def encoder_sections(config: dict) -> dict[str, dict]:
+    """name -> encoder section, in order: config ``encoders`` when set (a matrix run), else ``encoder``.
+    Raises ValueError for two encoders of one name (they would share results/features/{name}/)."""
+    items = config.get("encoders") or [config["encoder"]]
+    out: dict[str, dict] = {}
+    for enc in items:
+        if enc["name"] in out:
+            raise ValueError(f"config encoders: {enc['name']!r} is listed twice (each names results/features/<name>/)")
+        out[enc["name"]] = enc
+    return out
 
 
 def check_heads(heads: dict) -> dict:
@@ -86,15 +99,30 @@ class RunPlan:
         self.sheet_path = self.sheet_tsv or f"{RESULTS}/samples.tsv"  # rule sample_sheet writes the latter
         self.samples = self.sheet["sample"].tolist()
         self.patient = dict(zip(self.sheet["sample"], self.sheet["patient"]))
-        # every head carries its protocol: the run's, unless the head sets its own
-        self.heads = {
-            name: {"protocol": config["protocol"], **cfg}
-            for name, cfg in select_heads(config["heads"], config["run_heads"]).items()
-        }
+        # the encoders: `encoders` (a matrix run), else the one `encoder`; the first is the run's primary
+        # encoder (out-of-distribution scores of predicted sections are computed on its features)
+        self.encoders = encoder_sections(config)
+        self.encoder = next(iter(self.encoders))
+        # every head once per encoder, protocol and seed, and the controls (genedml.pipeline.run_heads)
+        self.run_heads = expand_heads(
+            select_heads(config["heads"], config["run_heads"]),
+            list(self.encoders),
+            config["protocol"],
+            config["controls"],
+        )
+        self.heads = {key: r.config for key, r in self.run_heads.items()}
         self.resolved = check_heads(self.heads)  # resolved once: rules ask per job
-        self.encoder = config["encoder"]["name"]
-        check_config(config, self.resolved, f"{RESULTS}/features/{self.encoder}")
-        self.encoder_weights = encoder_weights(config)
+        for name, enc in self.encoders.items():
+            check_config({**config, "encoder": enc}, self.resolved, f"{RESULTS}/features/{name}")
+        self.weights = {name: encoder_weights({"encoder": enc}) for name, enc in self.encoders.items()}
+        self.encoder_weights = self.weights[self.encoder]
+        from genedml.tiles.encoders import EmbedRuntime
+
+        # checked once here: the embed rule asks for them per job (three resources of every embed job)
+        self._runtime = {
+            name: schema.with_defaults(EmbedRuntime.section, enc, EmbedRuntime.keys)
+            for name, enc in self.encoders.items()
+        }
         # where the sections are read: generated (demo), converted (legacy_st) or a HEST-1k folder
         self.hest_dir = CONVERTED.get(self.source, self.folder)
         self.predict_samples, self.predict_hest_dir, self.predict_heads = self._predict_plan()
@@ -107,7 +135,7 @@ class RunPlan:
         held_out = set(self.fold_plan.loc[self.fold_plan["split"] == "test", "sample"])
         self.test_samples = [s for s in self.samples if s in held_out]
         self.train_only = [s for s in self.samples if s not in held_out]
-        self.head_report = report_specs(self.heads)  # fails early, naming the head, on a bad `report:` key
+        self.head_report = self._report_specs(report_specs)  # fails early, naming the head, on a bad `report:` key
         self.sweeps = sweep_params(self.head_report)
 
     # --- sections ---------------------------------------------------------------------------------
@@ -130,13 +158,66 @@ class RunPlan:
         """The HEST-1k layout under ``folder`` with a ``{sample}`` wildcard (outputs of demo_data, import_st)."""
         return SamplePaths.layout(folder, "{sample}").as_dict()
 
-    def features_path(self, sample: str) -> str:
-        return f"{RESULTS}/features/{self.encoder}/{sample}.zarr"
+    def features_path(self, sample: str, encoder: str | None = None) -> str:
+        """A sample's feature store of an encoder (default: the run's primary encoder)."""
+        return f"{RESULTS}/features/{encoder or self.encoder}/{sample}.zarr"
+
+    def feature_stores(self, encoder: str | None = None) -> list[str]:
+        """Every cross-validation sample's feature store of one encoder, or of every encoder (None)."""
+        encoders = [encoder] if encoder else list(self.encoders)
+        return [self.features_path(s, e) for e in encoders for s in self.samples]
 
     @property
     def training_inputs_path(self) -> str:
-        """The index of every section's features and targets (rule training_inputs), per encoder."""
-        return f"{RESULTS}/features/{self.encoder}/training_inputs.tsv"
+        """The index of every section's features and targets (rule training_inputs) of the primary encoder."""
+        return self.training_inputs_of_encoder(self.encoder)
+
+    @staticmethod
+    def training_inputs_of_encoder(encoder: str) -> str:
+        """The index of every section's features and targets (rule training_inputs) of one encoder."""
+        return f"{RESULTS}/features/{encoder}/training_inputs.tsv"
+
+    def encoder_of(self, head: str) -> str:
+        """The encoder a run head is trained on."""
+        return self.run_heads[head].encoder
+
+    def training_inputs_of(self, head: str) -> str:
+        """The training-inputs index a run head's train jobs read (its encoder's)."""
+        return self.training_inputs_of_encoder(self.encoder_of(head))
+
+    def heads_of_encoder(self, encoder: str, controls: bool = True) -> list[str]:
+        """The run heads trained on one encoder's features (with or without the controls)."""
+        return [k for k, r in self.run_heads.items() if r.encoder == encoder and (controls or r.control is None)]
+
+    def heads_without_controls(self) -> list[str]:
+        """Every run head but the controls: those that predict sections without counts unless the config
+        names others."""
+        return [k for k, r in self.run_heads.items() if r.control is None]
+
+    def mapped_heads(self) -> list[str]:
+        """The run heads whose held-out sections are drawn as spatial maps: one per head and encoder (its
+        first protocol and seed as the config lists them), no controls (a mean predictor's map is flat).
+        Maps of every seed and protocol would multiply the slowest figures without showing anything new."""
+        first = {}
+        for key, r in self.run_heads.items():
+            if r.control is None:
+                first.setdefault((r.head, r.encoder), key)
+        return list(first.values())
+
+    def comparison_keys(self) -> str:
+        """Every run head's head, type, encoder, protocol, seed, control and label (JSON), for the comparison."""
+        keys = {k: {**r.facts(), "label": self.head_report[k]["label"]} for k, r in self.run_heads.items()}
+        return json.dumps(keys, sort_keys=True)
+
+    def _report_specs(self, report_specs) -> dict:
+        """Each run head's report spec: its head's, labelled with what sets it apart, and its facts."""
+        specs = report_specs(self.heads)
+        many = len(self.encoders) > 1
+        for key, spec in specs.items():
+            r = self.run_heads[key]
+            spec["label"] = key_label(r, spec["label"] if spec["label"] != key else r.head, many)
+            spec.update(r.facts())
+        return specs
 
     @staticmethod
     def targets_path(sample: str) -> str:
@@ -183,13 +264,21 @@ class RunPlan:
         return [value] if value and not is_builtin_gene_list(value) else []
 
     def encoder_flags(self):
-        """The embed stage's flags (``flags(EncoderSpec)``) with the weights file it reads filled in, also when
-        it comes from $GENEDML_UNI_WEIGHTS: a different file is a different slice, so it re-embeds."""
+        """The embed stage's flags (``flags(EncoderSpec)``) of the job's encoder (wildcard ``encoder``), with the
+        weights file it reads filled in, also when it comes from $GENEDML_UNI_WEIGHTS: a different file is a
+        different slice, so it re-embeds. Each encoder has its own slice: changing one re-embeds only it."""
         from genedml.tiles.encoders import EncoderSpec
 
-        values = {**self.config[EncoderSpec.section], "weights": self.encoder_weights}
-        text = EncoderSpec.flags(values)
-        return lambda wildcards: text
+        texts = {name: EncoderSpec.flags({**enc, "weights": self.weights[name]}) for name, enc in self.encoders.items()}
+        return lambda wildcards: texts[wildcards.encoder]
+
+    def encoder_weights_input(self, encoder: str) -> list[str]:
+        """An encoder's weights file as a rule input (replacing it in place re-embeds that encoder)."""
+        return [self.weights[encoder]] if self.weights[encoder] else []
+
+    def embed_runtime(self, encoder: str) -> dict:
+        """An encoder's run-time knobs (schema ``x-runtime``): resources of its embed jobs, never params."""
+        return self._runtime[encoder]
 
     def import_mpp(self, sample: str) -> str:
         """``--mpp`` from data.mpp: one µm/px for every section, a mapping sample -> µm/px, or null."""
@@ -260,10 +349,7 @@ class RunPlan:
         clash = sorted(set(samples) & set(self.samples))
         if clash:
             raise ValueError(f"predict.samples {clash} are also training samples; give new sections other ids")
-        use = list(cfg.get("heads") or self.heads)
-        unknown = sorted(set(use) - set(self.heads))
-        if unknown:
-            raise ValueError(f"predict.heads {unknown} are not heads of this config ({', '.join(self.heads)})")
+        use = select_names(list(cfg.get("heads") or self.heads_without_controls()), self.run_heads, "predict.heads")
         return samples, cfg.get("hest_dir"), use
 
     def _slides_plan(self) -> tuple[dict[str, dict], list[str]]:
@@ -300,10 +386,7 @@ class RunPlan:
             if mpp is not None and not mpp > 0:
                 raise ValueError(f"config slides.list {table}: mpp of {row.sample} must be > 0, not {mpp}")
             slides[row.sample] = {"slide": row.slide, "mpp": mpp}
-        use = list(cfg.get("heads") or self.heads)
-        unknown = sorted(set(use) - set(self.heads))
-        if unknown:
-            raise ValueError(f"config slides.heads {unknown} are not heads of this config ({', '.join(self.heads)})")
+        use = select_names(list(cfg.get("heads") or self.heads_without_controls()), self.run_heads, "slides.heads")
         return slides, use
 
     def slide_mpp_flag(self, sample: str) -> str:
@@ -359,6 +442,11 @@ class RunPlan:
 
         facts = {
             "encoder": self.slice(EncoderSpec),
+            **(
+                {"encoders": [EncoderSpec.from_config(e).to_config() for e in self.encoders.values()]}
+                if len(self.encoders) > 1
+                else {}
+            ),
             **{key: self.config[key] for key in ("tiles", "genes", "targets", "folds", "protocol")},
             "data": self.source,
             "heads": {h: {k: v for k, v in c.items() if k != "report"} for h, c in self.heads.items()},

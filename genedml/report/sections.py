@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from genedml import __version__
+from genedml.report.comparison import COMPARISON_SECTIONS
 from genedml.report.render import Document, Table
 from genedml.report.results import (
     HeadResults,
@@ -259,6 +260,8 @@ def spatial_maps(run: ReportInputs, doc: Document, site: SiteFiles) -> None:
         )
     test = run.folds[run.folds["split"] == "test"]
     for h in run.heads:
+        if h.spec.get("control") or not h.spatial:  # maps of one run head per head and encoder, no controls
+            continue
         doc.h(3, f"{h.label}", f"spatial-{h.name}")
         for sample in run.test_samples:
             rel = f"figures/{h.name}/spatial_{sample}.jpg"
@@ -464,6 +467,7 @@ SECTIONS = (
     introduction,
     table1_section,
     all_metrics,
+    *COMPARISON_SECTIONS,
     ablation,
     sweeps,
     per_gene_pcc,

@@ -234,6 +234,8 @@ def metrics_table(
             flagged = flagged or any(v.missing for v in values.values())
             n_folds = max((v.n_folds_total for v in values.values()), default=0)
             row = {"Head": (labels or {}).get(h.name, h.label), "Config key": h.name}
+            if any(x.spec.get("encoder") for x in heads):  # the run head's encoder (the run plan's spec)
+                row["Encoder"] = h.spec.get("encoder") or "-"
             if designs:
                 row["Folds used"] = "all" if design is None else f"design {design}"
             row.update({METRIC_LABEL[m]: fmt_mean(v) for m, v in values.items()})

@@ -1,4 +1,6 @@
-"""Choose the genes to predict: a fixed list, or the top N by total raw counts over the training samples."""
+"""Choose the genes to predict: a fixed list, or the top N over the training samples by total raw counts
+(``genes.rank: total_counts``, the default) or by normalised dispersion (``rank: dispersion``,
+HEST-Benchmark's highly variable genes, ``normalised_dispersion``)."""
 
 from __future__ import annotations
 
@@ -71,10 +73,20 @@ def read_gene_list(path: str | Path) -> list[str]:
 def gene_totals(st_paths: dict[str, Path], spots=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per gene: total counts and fraction of spots expressing it, per sample (genes x samples), over the
     spots ``spots`` keeps (``genedml.io.hest.SpotFilterSpec``; None: the schema's default)."""
+    stats = gene_stats(st_paths, spots)
+    return stats["totals"], stats["detected"]
+
+
+def gene_stats(st_paths: dict[str, Path], spots=None, squares: bool = False) -> dict:
+    """``gene_totals``' two tables (``totals``, ``detected``), the spots per sample (``n_spots``, a Series)
+    and, with ``squares``, the per-sample sums of squared counts (``squares``, genes x samples): what the
+    pooled mean and variance of every gene over all spots need, one section in memory at a time."""
+    import scipy.sparse as sp
+
     from genedml.io.hest import SpotFilterSpec, load_st, tissue_spots
 
     spots = spots or SpotFilterSpec.from_config({})
-    totals, detected = {}, {}
+    totals, detected, sq, n_spots = {}, {}, {}, {}
     for sample, path in st_paths.items():
         # the one reader of a section's .h5ad: validated, duplicate symbols renamed as for the targets
         adata = tissue_spots(load_st(path, sample, require_counts=True), spots, sample, path)
@@ -82,7 +94,49 @@ def gene_totals(st_paths: dict[str, Path], spots=None) -> tuple[pd.DataFrame, pd
         totals[sample] = pd.Series(np.asarray(x.sum(0)).ravel(), index=adata.var_names)
         nz = (x > 0).sum(0)
         detected[sample] = pd.Series(np.asarray(nz).ravel(), index=adata.var_names) / max(adata.n_obs, 1)
-    return pd.DataFrame(totals), pd.DataFrame(detected)
+        n_spots[sample] = adata.n_obs
+        if squares:
+            xf = x.astype(np.float64)
+            s2 = xf.multiply(xf).sum(0) if sp.issparse(xf) else np.square(np.asarray(xf)).sum(0)
+            sq[sample] = pd.Series(np.asarray(s2).ravel(), index=adata.var_names)
+    out = {"totals": pd.DataFrame(totals), "detected": pd.DataFrame(detected), "n_spots": pd.Series(n_spots)}
+    if squares:
+        out["squares"] = pd.DataFrame(sq)
+    return out
+
+
+def normalised_dispersion(total: np.ndarray, sum_sq: np.ndarray, n: int, n_bins: int = 20) -> np.ndarray:
+    """Per gene, the normalised dispersion of its raw counts over ``n`` spots, from the sums of counts and
+    of squared counts (HEST-Benchmark's highly-variable-gene statistic, scanpy's ``seurat`` flavour on
+    log1p counts, which undoes the log): the dispersion is log(variance / mean) (variance with n - 1; a
+    zero mean counted as 1e-12, a zero variance as undefined); the genes are cut into ``n_bins``
+    equal-width bins of log1p(mean) and each dispersion is z-scored within its bin. A bin of one gene gives
+    it 1; an undefined dispersion stays NaN (ranked last)."""
+    total, sum_sq = np.asarray(total, dtype=np.float64), np.asarray(sum_sq, dtype=np.float64)
+    if n < 2:
+        return np.full(total.shape, np.nan)
+    mean = total / n
+    var = np.maximum(sum_sq - n * mean**2, 0.0) / (n - 1)
+    mean = np.where(mean == 0, 1e-12, mean)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        disp = var / mean
+        disp = np.log(np.where(disp == 0, np.nan, disp))
+    log_mean = np.log1p(mean)
+    if len(log_mean) == 0:
+        return disp
+    bins = pd.cut(log_mean, bins=n_bins)
+    grouped = pd.Series(disp).groupby(bins, observed=True)
+    centre, spread = grouped.transform("mean").to_numpy(), grouped.transform("std").to_numpy()
+    alone = pd.Series(disp).groupby(bins, observed=True).transform("count").to_numpy() <= 1
+    # a bin with one defined dispersion: its std is undefined; the gene's z is taken to be 1 (as scanpy)
+    centre, spread = np.where(alone, 0.0, centre), np.where(alone, disp, spread)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (disp - centre) / spread
+
+
+# how the top n_top genes are ranked without a list, and where min_spot_fraction applies (the schema's enums)
+RANKS = ("total_counts", "dispersion")
+FRACTION_SCOPES = ("mean", "every_sample")
 
 
 @dataclass(frozen=True)
@@ -95,6 +149,8 @@ class GeneSpec(StageSpec):
     n_top: int
     min_spot_fraction: float
     missing: str  # what to do with listed genes a sample lacks
+    rank: str  # without a list: rank by total_counts | dispersion (normalised dispersion, HEST-Benchmark's)
+    min_spot_fraction_in: str  # min_spot_fraction of the samples' mean fraction | of every_sample's own
 
 
 def select_genes(st_paths: dict[str, Path], spec: GeneSpec, spots=None) -> tuple[list[str], pd.DataFrame]:
@@ -103,10 +159,21 @@ def select_genes(st_paths: dict[str, Path], spec: GeneSpec, spots=None) -> tuple
     With ``gene_list`` the list's order is kept; genes missing from any sample are reported by name and
     either dropped from all samples (``missing='drop'``) or raise (``missing='fail'``). Without a list the
     genes present in every sample are ranked by total raw counts, optionally keeping only genes detected
-    in at least ``min_spot_fraction`` of spots (the refactored TRIPLEX uses 0.1).
+    in at least ``min_spot_fraction`` of spots (the refactored TRIPLEX uses 0.1): on average over the
+    samples (``min_spot_fraction_in: mean``) or in every sample (``every_sample``, HEST-Benchmark's 10 %).
+    ``rank: dispersion`` ranks the qualifying genes by ``normalised_dispersion`` over all their spots
+    pooled instead (HEST-Benchmark's 50 genes; the table gains a ``normalised_dispersion`` column).
     """
     n_top, gene_list, min_spot_fraction, missing = spec.n_top, spec.list, spec.min_spot_fraction, spec.missing
-    totals, detected = gene_totals(st_paths, spots)
+    if spec.rank not in RANKS:
+        raise ValueError(f"genes.rank must be one of {' | '.join(RANKS)}, not {spec.rank!r}")
+    if spec.min_spot_fraction_in not in FRACTION_SCOPES:
+        raise ValueError(
+            f"genes.min_spot_fraction_in must be one of {' | '.join(FRACTION_SCOPES)}, not {spec.min_spot_fraction_in!r}"
+        )
+    by_dispersion = gene_list is None and spec.rank == "dispersion"
+    stats = gene_stats(st_paths, spots, squares=by_dispersion)
+    totals, detected = stats["totals"], stats["detected"]
     present_all = totals.notna().all(axis=1)
     table = pd.DataFrame(
         {
@@ -132,8 +199,22 @@ def select_genes(st_paths: dict[str, Path], spec: GeneSpec, spots=None) -> tuple
             log.warning("%s -- dropped from all samples (genes.missing: drop)", msg)
         genes = [g for g in wanted if g in available]
     else:
-        cand = table[present_all.to_numpy() & (table["spot_fraction"] >= min_spot_fraction).to_numpy()]
-        cand = cand.sort_values(["total_counts", "gene"], ascending=[False, True], kind="mergesort")
+        if spec.min_spot_fraction_in == "every_sample":
+            fraction_ok = (detected.fillna(0).min(1) >= min_spot_fraction).to_numpy()
+        else:
+            fraction_ok = (table["spot_fraction"] >= min_spot_fraction).to_numpy()
+        cand = table[present_all.to_numpy() & fraction_ok]
+        if by_dispersion:
+            # over the qualifying genes only (their bins of mean expression), every spot of every sample pooled
+            n = int(stats["n_spots"].sum())
+            sum_sq = stats["squares"].fillna(0).sum(1).reindex(cand["gene"]).to_numpy()
+            cand = cand.assign(normalised_dispersion=normalised_dispersion(cand["total_counts"].to_numpy(), sum_sq, n))
+            key = cand["normalised_dispersion"].fillna(-np.inf)
+            cand = cand.assign(_key=key).sort_values(["_key", "gene"], ascending=[False, True], kind="mergesort")
+            cand = cand.drop(columns="_key")
+            table = table.merge(cand[["gene", "normalised_dispersion"]], on="gene", how="left")
+        else:
+            cand = cand.sort_values(["total_counts", "gene"], ascending=[False, True], kind="mergesort")
         genes = cand["gene"].head(n_top).tolist()
         if len(genes) < n_top:
             log.warning("only %d genes qualify (asked for %d)", len(genes), n_top)

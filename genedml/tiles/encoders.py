@@ -1,8 +1,11 @@
 """Frozen tile encoders: a registry from a name to a builder that returns the model and how to feed it.
 
-``uni`` is UNI v1 (ViT-L/16 via timm, CLS token, 1024-d) with weights from a local file; any other name
-is taken as a timm model name, random-init unless a local weights file is given. Weights are loaded
-strictly and their SHA-256 is recorded wherever features are written.
+Every name of the encoder zoo (``genedml/tiles/encoder_zoo.py``: ``uni``, ``uni2-h``, ``virchow2``, ...) is
+built from its card: the timm architecture with ``pretrained=False``, the card's pooling, normalisation and
+width, and weights from a local file (``encoder.weights`` or the card's environment variable,
+``GENEDML_UNI_WEIGHTS`` for ``uni``). Any other name is taken as a timm model name, random-init unless a
+local weights file is given. Weights are loaded strictly and their SHA-256 is recorded wherever features
+are written.
 """
 
 from __future__ import annotations
@@ -12,25 +15,20 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
 from genedml.compat import import_timm
 from genedml.pipeline import schema
 from genedml.pipeline.spec import StageSpec
+from genedml.tiles.encoder_zoo import IMAGENET_MEAN, IMAGENET_STD, ZOO, EncoderCard
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 RANDOM_INIT = "random-init"
 
-UNI_HELP = (
-    "UNI weights are gated: request access at https://huggingface.co/MahmoodLab/UNI, download "
-    "pytorch_model.bin on a machine with access (e.g. `huggingface-cli download MahmoodLab/UNI "
-    "pytorch_model.bin --local-dir weights/uni`), then set encoder.weights in config.yaml or the "
-    "environment variable GENEDML_UNI_WEIGHTS to that file."
-)
+UNI_HELP = ZOO["uni"].help()
 
 
 @dataclass
@@ -93,8 +91,14 @@ def load_state_dict_file(path: str | os.PathLike) -> dict:
     return state
 
 
-def load_weights(model, path: str | os.PathLike, expected_sha256: str | None = None) -> str:
-    """Load a local weights file strictly; return its SHA-256 (checked against ``expected_sha256``)."""
+def load_weights(
+    model, path: str | os.PathLike, expected_sha256: str | None = None, convert=None, ignore_keys=()
+) -> str:
+    """Load a local weights file strictly; return its SHA-256 (checked against ``expected_sha256``).
+
+    ``convert(state, model)`` maps a checkpoint of another key layout to the model's names first;
+    ``ignore_keys`` are key prefixes dropped before the load (a classifier head the model does not have).
+    Any key the model lacks or does not find, or of another shape, is a ValueError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"encoder weights not found: {path}")
@@ -102,11 +106,27 @@ def load_weights(model, path: str | os.PathLike, expected_sha256: str | None = N
     if expected_sha256 and digest != expected_sha256.lower():
         raise ValueError(f"encoder weights {path}: SHA-256 is {digest}, config expects {expected_sha256}")
     state = load_state_dict_file(path)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
+    if convert is not None:
+        state = convert(state, model)
+    if ignore_keys:
+        state = {k: v for k, v in state.items() if not k.startswith(tuple(ignore_keys))}
+    own = model.state_dict()
+    reshaped = [
+        f"{k}: file {tuple(v.shape)}, model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    missing, unexpected = [], []
+    if not reshaped:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    else:
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+    if missing or unexpected or reshaped:
         raise ValueError(
             f"encoder weights {path} do not match the architecture: "
-            f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+            f"{len(missing)} missing keys (e.g. {list(missing[:3])}), {len(unexpected)} unexpected "
+            f"(e.g. {list(unexpected[:3])}), {len(reshaped)} of another shape (e.g. {reshaped[:2]})"
         )
     return digest
 
@@ -119,31 +139,80 @@ def _freeze(model):
 
 
 def uni_kwargs(**overrides) -> dict:
-    kwargs = dict(img_size=224, patch_size=16, init_values=1e-5, num_classes=0, dynamic_img_size=True)
-    kwargs.update(overrides)
-    return kwargs
+    """timm arguments of UNI v1 (the zoo card's), with ``overrides``."""
+    return {**ZOO["uni"].timm_kwargs, **overrides}
 
 
-def build_uni(weights=None, expected_sha256=None, allow_random_init=False, model_kwargs=None, **_) -> Encoder:
-    """UNI v1: timm ``vit_large_patch16_224`` with UNI's settings; weights from config or GENEDML_UNI_WEIGHTS.
+def _timm_kwargs(timm, kwargs: dict) -> dict:
+    """A card's plain-data timm arguments with a layer class named by a string resolved (``mlp_layer``)."""
+    out = dict(kwargs)
+    if isinstance(out.get("mlp_layer"), str):
+        out["mlp_layer"] = getattr(timm.layers, out["mlp_layer"])
+    return out
 
-    ``model_kwargs`` overrides architecture sizes; tests use it to run this exact path on a tiny ViT.
-    """
+
+def zoo_architecture(card: EncoderCard, model_kwargs: dict | None = None, init: bool = True):
+    """The card's network, random-init: its timm architecture (``model_kwargs`` override its arguments),
+    truncated and pooled as the card says. Its ``num_features`` is the embedding width. ``init=False``
+    skips timm's weight initialisation of a ViT (about 2/3 of its build time on a CPU) when a checkpoint
+    is about to overwrite every parameter anyway."""
     timm = import_timm()
-    weights = weights or os.environ.get("GENEDML_UNI_WEIGHTS") or None
+    from torch import nn
+
+    from genedml.tiles.encoder_layouts import build_pooled
+
+    kwargs = {**card.timm_kwargs, **(model_kwargs or {})}
+    if not init and card.timm_name.startswith("vit_"):
+        kwargs.setdefault("weight_init", "skip")
+    trunk = timm.create_model(card.timm_name, pretrained=False, **_timm_kwargs(timm, kwargs))
+    for name in card.drop_modules:  # a truncated network: its width is that of the last stage kept
+        setattr(trunk, name, nn.Identity())
+        kept = [f for f in trunk.feature_info if f["module"] not in card.drop_modules]
+        trunk.num_features = int(kept[-1]["num_chs"])
+    return build_pooled(card, trunk)
+
+
+def build_zoo(
+    card: EncoderCard, weights=None, expected_sha256=None, allow_random_init=False, model_kwargs=None, **_
+) -> Encoder:
+    """A zoo encoder from its card: the card's architecture (``model_kwargs`` override its timm arguments;
+    tests use them to run this exact path on a shallow network), pooling, normalisation and width; weights
+    from config, else the card's environment variable, loaded strictly (SHA-256 checked when the config or
+    the card gives one)."""
+    from genedml.tiles.encoder_layouts import CONVERTERS
+
+    weights = weights or os.environ.get(card.env_var) or None
     if weights is None and not allow_random_init:
-        raise FileNotFoundError("encoder 'uni' needs its weights file. " + UNI_HELP)
+        raise FileNotFoundError(f"encoder {card.name!r} needs its weights file. " + card.help())
     if weights is not None and not Path(weights).is_file():
-        raise FileNotFoundError(f"UNI weights file {weights} does not exist. " + UNI_HELP)
-    model = timm.create_model("vit_large_patch16_224", pretrained=False, **uni_kwargs(**(model_kwargs or {})))
-    digest = RANDOM_INIT if weights is None else load_weights(model, weights, expected_sha256)
+        raise FileNotFoundError(f"{card.title} weights file {weights} does not exist. " + card.help())
+    model = zoo_architecture(card, model_kwargs, init=weights is None)
+    dim = int(model.num_features)
+    if dim != card.embed_dim and not model_kwargs:
+        raise RuntimeError(f"encoder {card.name!r} built {dim}-d embeddings, its card says {card.embed_dim}")
+    digest = RANDOM_INIT
+    if weights is not None:
+        digest = load_weights(
+            model,
+            weights,
+            expected_sha256 or card.sha256,
+            convert=CONVERTERS.get(card.layout),
+            ignore_keys=card.ignore_keys,
+        )
     return Encoder(
-        "uni",
+        card.name,
         _freeze(model),
-        model.num_features,
+        dim,
+        mean=tuple(card.mean),
+        std=tuple(card.std),
         weights_sha256=digest,
         weights_path=None if weights is None else str(weights),
     )
+
+
+def build_uni(weights=None, expected_sha256=None, allow_random_init=False, model_kwargs=None, **_) -> Encoder:
+    """UNI v1: timm ``vit_large_patch16_224`` with UNI's settings; weights from config or GENEDML_UNI_WEIGHTS."""
+    return build_zoo(ZOO["uni"], weights, expected_sha256, allow_random_init, model_kwargs)
 
 
 def build_timm(
@@ -171,7 +240,8 @@ def build_timm(
     )
 
 
-REGISTRY: dict[str, Callable[..., Encoder]] = {"uni": build_uni}
+REGISTRY: dict[str, Callable[..., Encoder]] = {name: partial(build_zoo, card) for name, card in ZOO.items()}
+REGISTRY["uni"] = build_uni
 
 
 # encoder settings that change how fast features are made, never what they are

@@ -50,6 +50,8 @@ def tiny_config(workdir: Path, samples: list[tuple[str, str]], **overrides) -> P
     # only the cheap ridge head from config.yaml: the neural heads have their own pipeline tests
     # (tests/workflow/test_heads_pipeline.py); pass heads=... to add some
     config["heads"] = {"ridge": config["heads"]["ridge"]}
+    # no controls: the tests that need them (the encoder x head matrix, tests/workflow/test_report.py) ask
+    config["controls"] = []
     return write_config(workdir, config, **overrides)
 
 

@@ -19,12 +19,14 @@ import pandas as pd
 import pytest
 import yaml
 
+from genedml.pipeline import schema
 from support.workflow import REPO, SHARED, planned_jobs, snakemake
 
 PAPER = REPO / "workflow" / "configs" / "paper"
 REFERENCE = SHARED / "reference"
 # genedml's dataset -> its name in the reference tables (ids table, legacy fold scheme)
 NAMES = {"her2st": ("HER2ST", "her2st"), "stnet": ("STNet", "stnet"), "cscc": ("cSCC", "skin(skinst)")}
+N_CONTROLS = len(schema.part("controls")["default"])  # the floors every run trains beside its heads
 N_FOLDS = {"her2st": 8, "stnet": 8, "cscc": 4}  # the reference code's folds (the task's statement of them)
 PAPER_K = {"her2st": 18, "stnet": 90, "cscc": 25}  # the paper's number of groups per dataset
 DATASETS = list(NAMES)
@@ -117,8 +119,8 @@ def test_paper_config_plan(paper_run):
     assert len(heads) == 5, heads  # Gene-DML and the four baselines
     assert jobs["tile"] == jobs["embed"] == jobs["targets"] == jobs["thumbnail"] == n
     assert jobs["spot_images"] == n  # once per section, for the TRIPLEX and DKAN ResNet-18
-    assert jobs["train"] == N_FOLDS[dataset] * len(heads)
-    assert jobs["evaluate"] == len(heads)
+    assert jobs["train"] == N_FOLDS[dataset] * (len(heads) + N_CONTROLS)  # the controls are rows too
+    assert jobs["evaluate"] == len(heads) + N_CONTROLS
     assert jobs["select_genes"] == jobs["folds"] == jobs["report_markdown"] == 1
     embedded = set(re.findall(r"results/features/uni/([A-Za-z0-9_.-]+)\.zarr", text))
     assert embedded == set(ids["id"])  # every section of the dataset, with the UNI encoder
@@ -195,13 +197,13 @@ def test_ablation_overlay_plan(paper_run):
     assert set(run_heads(paper_config(dataset))) <= set(heads)
     jobs, _ = dry_run(work, paper_config(dataset), overlay, local)
     assert jobs["embed"] == jobs["tile"] == len(ids)
-    assert jobs["train"] == N_FOLDS[dataset] * len(heads)
-    assert jobs["evaluate"] == len(heads)
+    assert jobs["train"] == N_FOLDS[dataset] * (len(heads) + N_CONTROLS)
+    assert jobs["evaluate"] == len(heads) + N_CONTROLS
 
 
 def test_baselines_overlay_runs_only_the_baseline_rows(paper_run):
     """The baselines overlay runs TRIPLEX, ST-Net, BLEEP and DKAN on the dataset's folds, nothing of Gene-DML."""
     dataset, work, local, ids = paper_run
     jobs, text = dry_run(work, paper_config(dataset), PAPER / "baselines.yaml", local)
-    assert jobs["train"] == N_FOLDS[dataset] * 4 and jobs["evaluate"] == 4
+    assert jobs["train"] == N_FOLDS[dataset] * (4 + N_CONTROLS) and jobs["evaluate"] == 4 + N_CONTROLS
     assert "paper-genedml" not in text and jobs["spot_images"] == len(ids)

@@ -199,7 +199,8 @@ def test_shared_config_plans_the_whole_run(tmp_path):
     need_shared("her2st", "ST-imgs")
     proc = snakemake(tmp_path, _abs_shared_config(tmp_path), "-n")
     jobs = planned_jobs(proc)
-    assert jobs["import_st"] == 4 and jobs["tile"] == 4 and jobs["embed"] == 4 and jobs["train"] == 4
+    # ridge and the three controls (config `controls`), 4 folds
+    assert jobs["import_st"] == 4 and jobs["tile"] == 4 and jobs["embed"] == 4 and jobs["train"] == 4 * 4
     assert jobs["sample_sheet"] == 1
     # a configured pixel size for one section reaches only that section's import
     proc = snakemake(tmp_path, _abs_shared_config(tmp_path, data={"mpp": {"C2": 0.7}}), "-n", "-p")
@@ -216,10 +217,10 @@ def test_overlay_config_runs_only_its_heads(tmp_path):
     (tmp_path / "her2st").mkdir()
     her2st = _abs_shared_config(tmp_path / "her2st")
     jobs = planned_jobs(snakemake(tmp_path, tmp_path / "config.yaml", str(her2st), "-n"))
-    assert jobs["train"] == 4 and "gene_semantics" not in jobs  # ridge only, 4 folds
+    assert jobs["train"] == 4 * 4 and "gene_semantics" not in jobs  # ridge and the controls, 4 folds
     baselines = REPO / "workflow/configs/baseline-heads-cpu.yaml"
     jobs = planned_jobs(snakemake(tmp_path, tmp_path / "config.yaml", str(her2st), str(baselines), "-n"))
-    assert jobs["train"] == 7 * 4 and jobs["gene_semantics"] == 1
+    assert jobs["train"] == (7 + 3) * 4 and jobs["gene_semantics"] == 1
     bad = write_config(tmp_path / "her2st", yaml.safe_load(her2st.read_text()), run_heads=["ridge", "ridg"])
     proc = snakemake(tmp_path, tmp_path / "config.yaml", str(bad), "-n", check=False)
     assert proc.returncode != 0 and "run_heads names ['ridg']" in proc.stdout + proc.stderr
@@ -295,9 +296,10 @@ def test_small_real_run_from_legacy_files(tmp_path):
     from test_report import browse_report, check_screenshot
 
     seen, shot = browse_report(res / "report", tmp_path)
-    assert len(seen["images"]) == 1 + 2  # the PCC distribution + one spatial map a section
+    # the PCC distribution, one spatial map a section, the encoder x head matrix and the per-gene ceiling
+    assert len(seen["images"]) == 1 + 2 + 2
     assert all(i["complete"] and i["width"] > 0 for i in seen["images"]), seen["images"]
-    assert seen["thisRun"] == 1 and seen["published"] == 30
+    assert seen["thisRun"] == 1 + 3 and seen["published"] == 30  # ridge and the three controls
     assert seen["tables"]["per-section-ridge"] == 2 and seen["tables"]["folds"] == 2
     scores = json.loads((res / "figures/ridge/spatial_pcc.json").read_text())
     assert sorted(scores["sections"]) == ["B4", "C2"] and scores["genes"] == ["GNAS", "FASN", "ERBB2"]

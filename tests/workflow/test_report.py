@@ -163,7 +163,12 @@ def test_demo_report_files(demo_pipeline):
     work, _ = demo_pipeline
     site = work / "results/report"
     images = sorted(p.relative_to(site).as_posix() for p in (site / "figures").rglob("*.*"))
-    assert images == ["figures/pcc_per_gene.png"] + [f"figures/ridge/spatial_{s}.jpg" for s, _ in PIPELINE_SAMPLES]
+    # the per-gene ceiling of the one encoder, the encoder x head heat map, the PCC distribution, the maps
+    assert images == [
+        "figures/ceiling_resnet18.png",
+        "figures/matrix_pcc_a.png",
+        "figures/pcc_per_gene.png",
+    ] + [f"figures/ridge/spatial_{s}.jpg" for s, _ in PIPELINE_SAMPLES]
     t1 = pd.read_csv(site / "tables/table1.tsv", sep="\t")
     assert (t1["Source"] == "this run").sum() == 1 and t1["Source"].str.startswith("published").sum() == 30
     scores = json.loads((work / "results/figures/ridge/spatial_pcc.json").read_text())
@@ -184,7 +189,8 @@ def test_report_renders_in_chromium(which, demo_pipeline, report_run, tmp_path):
     heads = ["ridge"] if which == "demo" else ["ridge", "ridge-pca8"]
     seen, shot = browse_report(work / "results/report", tmp_path)
     n_samples = len(PIPELINE_SAMPLES)
-    expected_images = 1 + n_samples * len(heads) + (1 if which != "demo" else 0)  # + the sweep plot
+    # the PCC distribution, the maps, the heat map and the ceiling plot (+ the sweep plot)
+    expected_images = 1 + n_samples * len(heads) + 2 + (1 if which != "demo" else 0)
     assert len(seen["images"]) == expected_images
     broken = [i["src"] for i in seen["images"] if not (i["complete"] and i["width"] > 0)]
     assert not broken, f"images that did not load: {broken}"
@@ -241,6 +247,136 @@ def test_exports_draw_with_scanpy(demo_pipeline):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# an encoder x head matrix from the demo run's cache: a second encoder, a head under both protocols, a head
+# with two seeds, and the controls
+# ---------------------------------------------------------------------------------------------------------
+
+SECOND_ENCODER = {"name": "resnet18b", "timm_name": "resnet18", "allow_random_init": True, "init_seed": 1}
+COMPARISON_TABLES = ("matrix", "intervals", "paired-tests", "optimism-gap", "seed-spread", "controls")
+
+
+@pytest.fixture(scope="module")
+def comparison_run(demo_pipeline, tmp_path_factory):
+    """A copy of the session's demo run (resnet18 features of six sections) with a second encoder, the ridge
+    head under both protocols, a second ridge head with two seeds on the first encoder (PCA's randomised
+    solver takes the seed), and two controls."""
+    src, config = demo_pipeline
+    work = tmp_path_factory.mktemp("comparison_run") / "work"
+    shutil.copytree(src, work, symlinks=True)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["encoders"] = [cfg["encoder"], {**SECOND_ENCODER, "batch_size": cfg["encoder"]["batch_size"]}]
+    cfg["controls"] = ["mean", "shuffled"]
+    ridge = cfg["heads"]["ridge"]
+    seeded = {**ridge, "pca": 16, "seeds": [0, 1], "encoders": ["resnet18"]}
+    cfg["heads"] = {"ridge": {**ridge, "protocol": ["honest", "reference"]}, "ridge_pca16": seeded}
+    path = work / "comparison_config.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    plan = job_blocks_of(snakemake(work, path, "-n"))
+    snakemake(work, path, "--cores", "2")
+    return work, path, plan
+
+
+def job_blocks_of(proc) -> list:
+    from support.job_log import job_blocks
+
+    return [b for b in job_blocks(proc.stdout + proc.stderr) if b.rule != "all"]
+
+
+@pytest.mark.pipeline
+def test_a_second_encoder_embeds_only_itself(comparison_run):
+    """The first encoder's features are the demo run's, reused; only the new encoder embeds."""
+    _, _, plan = comparison_run
+    embeds = [b.wildcards for b in plan if b.rule == "embed"]
+    assert len(embeds) == len(PIPELINE_SAMPLES) and all("encoder=resnet18b" in w for w in embeds)
+    assert {"tile", "thumbnail", "targets", "demo_data"}.isdisjoint(b.rule for b in plan)
+
+
+@pytest.mark.pipeline
+def test_changing_one_encoder_re_embeds_and_retrains_only_its_heads(comparison_run, tmp_path):
+    work, path, _ = comparison_run
+    cfg = yaml.safe_load(path.read_text())
+    cfg["encoders"][1]["init_seed"] = 2
+    changed = work / "changed_encoder.yaml"
+    changed.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    plan = job_blocks_of(snakemake(work, changed, "-n"))
+    embeds = [b.wildcards for b in plan if b.rule == "embed"]
+    assert len(embeds) == len(PIPELINE_SAMPLES) and all("encoder=resnet18b" in w for w in embeds)
+    trained = {b.wildcards.split(",")[0] for b in plan if b.rule == "train"}
+    assert trained == {
+        "head=ridge@resnet18b@honest",
+        "head=ridge@resnet18b@reference",
+        "head=control_mean@resnet18b",
+        "head=control_shuffled@resnet18b",
+    }
+
+
+@pytest.mark.pipeline
+def test_comparison_tables(comparison_run):
+    work, _, _ = comparison_run
+    out = work / "results/comparison"
+    matrix = pd.read_csv(out / "matrix.tsv", sep="\t")
+    # every (encoder, head) the run trained, the controls included; seeds averaged into one cell
+    cells = set(zip(matrix["encoder"], matrix["head"]))
+    assert cells == {
+        ("resnet18", "ridge"),
+        ("resnet18b", "ridge"),
+        ("resnet18", "ridge_pca16"),
+        ("resnet18", "control_mean"),
+        ("resnet18b", "control_mean"),
+        ("resnet18", "control_shuffled"),
+        ("resnet18b", "control_shuffled"),
+    }
+    assert matrix.loc[matrix["head"] == "ridge_pca16", "n_seeds"].item() == 2
+    assert matrix.loc[matrix["head"] == "control_mean", "estimate"].isna().all()  # a constant has no PCC
+    # the optimism gap is reference minus honest on the same sections, as the two heads' metrics say
+    gap = pd.read_csv(out / "optimism_gap.tsv", sep="\t")
+    row = gap[(gap["encoder"] == "resnet18b") & (gap["metric"] == "PCC_A")].iloc[0]
+    per = {
+        p: pd.read_csv(work / f"results/metrics/ridge@resnet18b@{p}/per_section.tsv", sep="\t")["PCC_A"].mean()
+        for p in ("honest", "reference")
+    }
+    # (the tables hold six significant digits)
+    assert row["honest"] == pytest.approx(per["honest"], rel=1e-5)
+    assert row["reference"] == pytest.approx(per["reference"], rel=1e-5)
+    assert row["gap"] == pytest.approx(per["reference"] - per["honest"], rel=1e-4, abs=1e-6)
+    assert row["gap_ci_low"] <= row["gap"] <= row["gap_ci_high"]
+    intervals = pd.read_csv(out / "intervals.tsv", sep="\t")
+    ok = intervals["estimate"].notna()
+    assert (intervals.loc[ok, "ci_low"] <= intervals.loc[ok, "estimate"] + 1e-12).all()
+    assert (intervals.loc[ok, "n_patients"] == 3).all()
+    seeds = pd.read_csv(out / "seeds.tsv", sep="\t")
+    assert set(seeds["head"]) == {"ridge_pca16"} and (seeds["n_seeds"] == 2).all()
+    tests = pd.read_csv(out / "paired_tests.tsv", sep="\t")
+    between = tests[(tests["comparison"] == "encoders") & (tests["head_a"] == "ridge")]
+    assert set(between["family"]) == {"genes", "sections"}
+    assert (between.loc[between["family"] == "genes", "n"] > 0).all()
+
+
+@pytest.mark.pipeline
+def test_comparison_report_renders_in_chromium(comparison_run, tmp_path):
+    work, _, _ = comparison_run
+    seen, shot = browse_report(work / "results/report", tmp_path)
+    srcs = [i["src"] for i in seen["images"]]
+    assert "figures/matrix_pcc_a.png" in srcs
+    assert {"figures/ceiling_resnet18.png", "figures/ceiling_resnet18b.png"} <= set(srcs)
+    broken = [i["src"] for i in seen["images"] if not (i["complete"] and i["width"] > 0)]
+    assert not broken, f"images that did not load: {broken}"
+    tables = seen["tables"]
+    for table in COMPARISON_TABLES:
+        assert tables.get(table, 0) > 0, f"table {table} is missing or empty"
+    matrix = pd.read_csv(work / "results/comparison/matrix.tsv", sep="\t")
+    assert tables["matrix"] == len(matrix)
+    # ridge on two encoders under both protocols: one optimism-gap row per encoder and metric
+    assert tables["optimism-gap"] == 2 * 4
+    # the run heads are rows of the metrics table; the controls have no spatial maps
+    assert tables["metrics"] == 2 * 2 + 2 + 2 * 2
+    # maps of one run head per head and encoder (the first protocol and seed), none of the controls
+    mapped = {s.split("/")[1] for s in srcs if "/spatial_" in s}
+    assert mapped == {"ridge@resnet18@honest", "ridge@resnet18b@honest", "ridge_pca16@resnet18@seed0"}
+    check_screenshot(shot)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # the real HER2ST sections (../shared/data), when the project's config for them exists
 # ---------------------------------------------------------------------------------------------------------
 
@@ -276,7 +412,8 @@ def test_her2st_report_renders_in_chromium(tmp_path):
     snakemake(work, path, "--cores", "2")
     seen, shot = browse_report(work / "results/report", tmp_path)
     sections = ["B4", "C2", "C3", "C4"]
-    assert len(seen["images"]) == 1 + len(sections) * len(cfg["heads"])
+    # the per-gene PCC plot, the heads' maps (controls have none), the matrix and the per-gene ceiling
+    assert len(seen["images"]) == 1 + len(sections) * len(cfg["heads"]) + 2
     assert all(i["complete"] and i["width"] > 0 for i in seen["images"]), seen["images"]
     assert seen["published"] == 30 and seen["thisRun"] >= len(cfg["heads"])
     for head in cfg["heads"]:

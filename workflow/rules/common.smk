@@ -6,6 +6,7 @@ import os
 import re
 import sys
 
+from genedml.evaluation.ceiling import CeilingSpec
 from genedml.evaluation.evaluate import EvaluateSpec
 from genedml.evaluation.figures import SpatialFigureSpec
 from genedml.evaluation.thumbnails import ThumbnailSpec
@@ -31,7 +32,7 @@ from genedml.study.folds import FoldSpec
 from genedml.study.gene_semantics import GeneSemanticsSpec
 from genedml.study.genes import GeneSpec
 from genedml.study.targets import TargetSpec
-from genedml.tiles.encoders import EmbedRuntime, EncoderSpec
+from genedml.tiles.encoders import EncoderSpec
 from genedml.tiles.geometry import TileSpec
 from genedml.tiles.lattice import LatticeSpec
 from genedml.tiles.tissue import TissueSpec
@@ -58,7 +59,6 @@ HEADS = list(RUN.heads)
 FOLDS = RUN.folds
 PREDICT_SAMPLES, PREDICT_HEADS = RUN.predict_samples, RUN.predict_heads
 SLIDE_SAMPLES, SLIDE_HEADS = RUN.slide_samples, RUN.slide_heads  # bare slides (config `slides`)
-RUNTIME = RUN.slice(EmbedRuntime)  # run-time knobs of the embed step: resources, never params
 
 
 wildcard_constraints:
@@ -66,7 +66,7 @@ wildcard_constraints:
     # matches as slow as the sample count (quadratic planning at HEST-1k scale)
     sample=column_patterns()["sample"],
     head="|".join(re.escape(h) for h in HEADS),
-    encoder=re.escape(RUN.encoder),
+    encoder="|".join(re.escape(e) for e in RUN.encoders),
     fold=r"\d+",
 
 

@@ -4,7 +4,7 @@ rule embed:
         geometry="results/tiles/{sample}.npz",
         slide=lambda wildcards: sample_files(wildcards)["slide"],
         # a weights file is an input too: replacing it in place (same path) re-embeds every sample
-        weights=[RUN.encoder_weights] if RUN.encoder_weights else [],
+        weights=lambda wildcards: RUN.encoder_weights_input(wildcards.encoder),
     output:
         features=directory("results/features/{encoder}/{sample}.zarr"),
     params:
@@ -19,9 +19,9 @@ rule embed:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=lambda wildcards, attempt: 120 * attempt,
         # the encoder's run-time knobs (schema: x-runtime) live in resources, so changing them never re-embeds
-        batch_size=RUNTIME["batch_size"],
-        loader_workers=RUNTIME["num_workers"],
-        device=RUNTIME["device"],
+        batch_size=lambda wildcards: RUN.embed_runtime(wildcards.encoder)["batch_size"],
+        loader_workers=lambda wildcards: RUN.embed_runtime(wildcards.encoder)["num_workers"],
+        device=lambda wildcards: RUN.embed_runtime(wildcards.encoder)["device"],
     conda:
         "../../envs/genedml.yaml"
     shell:

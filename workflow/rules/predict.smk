@@ -1,9 +1,9 @@
 rule predict:
     """Apply a head's trained fold models to a section without counts (config `predict`)."""
     input:
-        features=lambda wildcards: RUN.features_path(wildcards.sample),
+        features=lambda wildcards: RUN.features_path(wildcards.sample, RUN.encoder_of(wildcards.head)),
         models=expand("results/heads/{{head}}/fold{fold}/fold.json", fold=FOLDS),
-        reference=RUN.features_path(SAMPLES[0]),
+        reference=lambda wildcards: RUN.features_path(SAMPLES[0], RUN.encoder_of(wildcards.head)),
         spot_images=lambda wildcards: RUN.spot_image_inputs(wildcards.head, [wildcards.sample]),
         st=lambda wildcards: sample_files(wildcards)["st"],
         ood=lambda wildcards: RUN.ood_table(wildcards.sample),

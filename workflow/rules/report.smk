@@ -106,9 +106,14 @@ rule report_markdown:
             table=["per_section.tsv", "per_fold.tsv", "per_gene.tsv", "per_gene_section.tsv", "gene_sets.json"],
         ),
         facts=expand("results/heads/{head}/fold{fold}/fold.json", head=HEADS, fold=FOLDS),
-        spatial=expand("results/figures/{head}/spatial_pcc.json", head=HEADS),
+        # the maps of one run head per head and encoder, no controls (RunPlan.mapped_heads)
+        spatial=expand("results/figures/{head}/spatial_pcc.json", head=RUN.mapped_heads()),
         overview="results/figures/pcc_per_gene.png",
         sweeps=expand("results/figures/sweep_{param}.png", param=RUN.sweeps),
+        # intervals, paired tests, optimism gap, seed spread, controls, matrix (rule compare)
+        comparison="results/comparison",
+        # per encoder: each gene's ceiling score against each head's PCC (rule ceiling_figure)
+        ceiling=expand("results/figures/ceiling_{encoder}.png", encoder=RUN.encoders),
         folds="results/folds/folds.tsv",
         genes="results/genes/genes.tsv",
         sheet=RUN.sheet_path,  # the config's TSV, or the one rule sample_sheet builds from the registry

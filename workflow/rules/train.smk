@@ -1,18 +1,18 @@
 rule training_inputs:
-    """Index every cross-validation section's features and targets once, for the train jobs."""
+    """Index every cross-validation section's features (of one encoder) and targets once, for the train jobs."""
     input:
         sheet=RUN.sheet_path,
-        features=[RUN.features_path(s) for s in SAMPLES],
+        features=lambda wildcards: RUN.feature_stores(wildcards.encoder),
         targets=[RUN.targets_path(s) for s in SAMPLES],
     output:
-        index=RUN.training_inputs_path,
+        index=RUN.training_inputs_of_encoder("{encoder}"),
     params:
         # patterns for the CLI (a function: Snakemake would fill a string's {sample} as a wildcard)
-        features=lambda wildcards: RUN.features_path("{sample}"),
+        features=lambda wildcards: RUN.features_path("{sample}", wildcards.encoder),
         targets=lambda wildcards: RUN.targets_path("{sample}"),
     localrule: True
     log:
-        "results/logs/training_inputs.log",
+        "results/logs/training_inputs/{encoder}.log",
     threads: 1
     resources:
         mem_mb=1000,
@@ -29,7 +29,7 @@ rule train:
     input:
         folds="results/folds/folds.tsv",
         # every section's features and targets, through one index (planning stays linear in the samples)
-        inputs=RUN.training_inputs_path,
+        inputs=lambda wildcards: RUN.training_inputs_of(wildcards.head),
         gene_semantics=lambda wildcards: RUN.gene_semantics_file(wildcards.head) or [],
         # only for a head that trains an image encoder on the pixels (spot_encoder resnet18)
         spot_images=lambda wildcards: RUN.spot_image_inputs(wildcards.head),

@@ -10,6 +10,7 @@ import shlex
 import pytest
 import yaml
 
+from genedml.evaluation.ceiling import CeilingSpec
 from genedml.evaluation.evaluate import EvaluateSpec
 from genedml.evaluation.figures import SpatialFigureSpec
 from genedml.evaluation.thumbnails import ThumbnailSpec
@@ -42,6 +43,7 @@ SPECS = [
     GeneSemanticsSpec,
     FoldSpec,
     EvaluateSpec,
+    CeilingSpec,
     ThumbnailSpec,
     SpatialFigureSpec,
 ]
