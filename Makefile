@@ -1,7 +1,7 @@
 # genedml: set-up, demo and tests. Everything runs in .venv; nothing is downloaded but registry packages.
 #   make demo   create .venv, install pinned dependencies, run the pipeline on the built-in demo
 #   make test   the same install, then lint (ruff, snakemake --lint) and the whole test suite
-#   make test-fast    the unit tier only (tests/unit, about a minute and a half on 2 cores)
+#   make test-fast    the unit tier only (tests/unit, about two and a half minutes on 2 cores)
 #   make test-slurm   the pipeline through a real one-node SLURM (root; apt-get installs slurm-wlm, munge)
 #   make lint   ruff check, ruff format --check, snakemake --lint
 # GPU machines: PyPI's torch 2.13.0 wheel for Linux is a CUDA build, so the same pins give a GPU install.

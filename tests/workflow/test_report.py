@@ -385,11 +385,11 @@ def test_comparison_report_renders_in_chromium(comparison_run, tmp_path):
 @pytest.mark.shared_data
 @pytest.mark.slow
 def test_her2st_report_renders_in_chromium(tmp_path):
-    """Runs workflow/configs/her2st-shared.yaml end to end (2 min on 2 idle cores) and browses its report;
+    """Runs workflow/configs/her2st-shared.yaml end to end (3 min on 2 idle cores) and browses its report;
     GENEDML_SLOW_TESTS=0 skips it. GENEDML_HER2ST_WORKDIR keeps the run in that folder, so a second call
     only browses the report."""
     if os.environ.get("GENEDML_SLOW_TESTS") == "0":
-        pytest.skip("GENEDML_SLOW_TESTS=0: skips embedding the four real HER2ST slides (~2 min on 2 idle cores)")
+        pytest.skip("GENEDML_SLOW_TESTS=0: skips embedding the four real HER2ST slides (~3 min on 2 idle cores)")
     config_path = REPO / "workflow/configs/her2st-shared.yaml"
     if not config_path.exists():
         pytest.skip(f"{config_path} is absent")
